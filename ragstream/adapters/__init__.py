@@ -1,0 +1,1 @@
+"""I/O adapters behind Protocols: vector store, embedder, reranker, LLM, blob."""

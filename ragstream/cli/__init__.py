@@ -1,0 +1,1 @@
+"""The `ragstream` command line (typer)."""

@@ -1,0 +1,58 @@
+"""Create the registry's topics (idempotent), with compaction and retention from the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ragstream.settings import KafkaSettings
+from schemas.topics import TOPICS, TopicSpec
+
+
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    cfg = {"retention.ms": str(spec.retention_ms), "max.message.bytes": "16000000"}
+    if spec.compacted:
+        cfg["cleanup.policy"] = "compact"
+    return cfg
+
+
+def desired_topics(cfg: KafkaSettings, specs: Iterable[TopicSpec] | None = None) -> list[NewTopic]:
+    out: list[NewTopic] = []
+    for spec in specs or TOPICS.values():
+        partitions = (
+            min(spec.partitions, cfg.default_partitions) if cfg.default_partitions else spec.partitions
+        )
+        out.append(
+            NewTopic(
+                cfg.topic_prefix + spec.name,
+                partitions,
+                cfg.replication_factor,
+                topic_configs=topic_configs(spec),
+            )
+        )
+        out.append(
+            NewTopic(
+                cfg.topic_prefix + spec.dlq,
+                1,
+                cfg.replication_factor,
+                topic_configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+            )
+        )
+    return out
+
+
+async def ensure_topics(cfg: KafkaSettings, topics: list[NewTopic] | None = None) -> list[str]:
+    """Create missing topics; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers, client_id=f"{cfg.client_id}-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            t for t in (topics if topics is not None else desired_topics(cfg)) if t.name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,86 @@
+"""One frozen settings object for every ragstream process.
+
+Built once at start-up (`Settings()` reads `RAGSTREAM_*` variables, nested with `__`, and secret files from
+`RAGSTREAM_SECRETS_DIR`), then passed down explicitly. Handlers never read `os.environ` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def default_cache_dir() -> Path:
+    """Where slow-to-build artifacts live (jars, the Weaviate binary, Go caches): outside the checkout."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragstream"
+
+
+class KafkaSettings(BaseModel):
+    model_config = _FROZEN
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "ragstream"
+    topic_prefix: str = ""
+    default_partitions: int = 6
+    replication_factor: int = 1
+    max_message_bytes: int = 16_000_000
+    security_protocol: str = "PLAINTEXT"
+
+
+class WeaviateSettings(BaseModel):
+    model_config = _FROZEN
+    url: str = "http://127.0.0.1:18080"
+    grpc_port: int = 50151
+    api_key: SecretStr = SecretStr("ragstream-dev-key")
+    collection_prefix: str = "Rag"
+    timeout_s: float = 30.0
+
+
+class StackSettings(BaseModel):
+    """The local stack `ragstream stack up` manages (loopback only)."""
+
+    model_config = _FROZEN
+    home: Path | None = None  # default: $XDG_STATE_HOME/ragstream/stack
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    kafka_version: str = "4.1.2"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "-Xms256m -Xmx768m"
+    weaviate_version: str = "1.39.0"
+    weaviate_http_port: int = 18080
+    weaviate_grpc_port: int = 50151
+    weaviate_gossip_port: int = 17946
+    weaviate_data_port: int = 17947
+    weaviate_raft_port: int = 18300
+    weaviate_raft_internal_rpc_port: int = 18301
+    start_timeout_s: float = 90.0
+
+
+class TelemetrySettings(BaseModel):
+    model_config = _FROZEN
+    service_name: str = "ragstream"
+    otlp_endpoint: str | None = None
+    metrics_port: int = 0
+
+
+class Settings(BaseSettings):
+    """Everything configurable, frozen. `Settings()` once at start-up, then pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGSTREAM_",
+        env_nested_delimiter="__",
+        secrets_dir=os.environ.get("RAGSTREAM_SECRETS_DIR") or None,
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    weaviate: WeaviateSettings = WeaviateSettings()
+    stack: StackSettings = StackSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    schema_registry_strict: bool = True

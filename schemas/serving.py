@@ -1,0 +1,123 @@
+"""Serving-plane events: a query is an event; every stage publishes a fact about it.
+
+All serving topics are keyed by query id. The caller's identity travels as `Caller`, taken by the
+gateway from a verified credential only (never from the request body).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.envelope import Event
+
+RequestClass = Literal["interactive", "batch"]
+
+
+class Caller(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    subject: str
+    groups: tuple[str, ...] = ()
+    auth_method: Literal["jwt", "api_key", "internal"] = "jwt"
+
+
+class QuerySpec(BaseModel):
+    """What the caller asked, as the gateway accepted it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    query_id: str
+    question: str
+    caller: Caller
+    request_class: RequestClass = "interactive"
+    top_k: int = 8
+    filters: dict[str, str] = {}
+    deadline_at: AwareDatetime
+    generation: str | None = None
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+
+
+class QueryRequested(Event):
+    type: Literal["QueryRequested"] = "QueryRequested"
+    query: QuerySpec
+
+
+class Passage(BaseModel):
+    """One retrieved chunk, with what authorization and citation need."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    chunk_id: str
+    document_id: str
+    text: str
+    title: str = ""
+    source_id: str = ""
+    source_version: str = ""
+    heading_path: tuple[str, ...] = ()
+    acl_principals: tuple[str, ...] = ()
+    acl_groups: tuple[str, ...] = ()
+    generation: str = ""
+    score: float = 0.0
+    retrieval_rank: int = 0
+
+
+class QueryRetrieved(Event):
+    type: Literal["QueryRetrieved"] = "QueryRetrieved"
+    query: QuerySpec
+    rewritten: str
+    passages: tuple[Passage, ...]
+    generation: str
+    timings_ms: dict[str, float] = {}
+
+
+class QueryReranked(Event):
+    type: Literal["QueryReranked"] = "QueryReranked"
+    query: QuerySpec
+    passages: tuple[Passage, ...]
+    generation: str
+    reranker: str
+    fallback_reason: str | None = None
+    timings_ms: dict[str, float] = {}
+
+
+class Citation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    citation_id: str
+    document_id: str
+    chunk_id: str
+    source_id: str = ""
+    source_version: str = ""
+    title: str = ""
+
+
+class AnswerDelta(Event):
+    """A small batch of streamed tokens."""
+
+    type: Literal["AnswerDelta"] = "AnswerDelta"
+    query_id: str
+    seq: int
+    text: str
+
+
+class QueryAnswered(Event):
+    type: Literal["QueryAnswered"] = "QueryAnswered"
+    query_id: str
+    subject: str
+    answer: str
+    abstained: bool = False
+    citations: tuple[Citation, ...] = ()
+    generation: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings_ms: dict[str, float] = {}
+
+
+class QueryFailed(Event):
+    type: Literal["QueryFailed"] = "QueryFailed"
+    query_id: str
+    subject: str = ""
+    stage: str
+    reason: str
+
+
+AnswerStream = Annotated[AnswerDelta | QueryAnswered | QueryFailed, Field(discriminator="type")]

@@ -1,0 +1,165 @@
+"""The one registry: topic -> event model, consumer groups, dead-letter topics.
+
+Topic names are versioned (`.v1`): an incompatible change gets a new topic, never a silent reshape.
+Every topic has a dead-letter topic `<topic>.dlq`. Deployments, KEDA ScaledObjects and KafkaTopic
+resources in `deploy/` are checked against this registry by a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas.dlq import DeadLetter
+from schemas.ingestion import ChunkedStream, IngestionReceipt, NormalizedStream, SourceChange
+from schemas.serving import AnswerStream, QueryRequested, QueryReranked, QueryRetrieved
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    model: Any
+    description: str
+    partitions: int = 6
+    compacted: bool = False
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    key: str = "tenant_id/document_id"
+    adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", TypeAdapter(self.model))
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+SOURCE_CHANGES = TopicSpec(
+    "ragstream.ingest.source-changes.v1",
+    SourceChange,
+    "DocumentChanged / AclChanged from upstream systems; compacted source of truth for rebuilds",
+    compacted=True,
+    retention_ms=-1,
+)
+DOCUMENTS_NORMALIZED = TopicSpec(
+    "ragstream.ingest.documents-normalized.v1", NormalizedStream, "Clean text with structure"
+)
+DOCUMENTS_CHUNKED = TopicSpec(
+    "ragstream.ingest.documents-chunked.v1", ChunkedStream, "Chunks under a versioned policy"
+)
+INGEST_RECEIPTS = TopicSpec(
+    "ragstream.ingest.receipts.v1", IngestionReceipt, "DocumentIndexed / DocumentDeleted receipts"
+)
+QUERIES_REQUESTED = TopicSpec(
+    "ragstream.query.requested.v1",
+    QueryRequested,
+    "Authenticated queries",
+    key="query_id",
+    retention_ms=24 * 3600 * 1000,
+)
+QUERIES_RETRIEVED = TopicSpec(
+    "ragstream.query.retrieved.v1",
+    QueryRetrieved,
+    "Authorized candidates",
+    key="query_id",
+    retention_ms=24 * 3600 * 1000,
+)
+QUERIES_RERANKED = TopicSpec(
+    "ragstream.query.reranked.v1",
+    QueryReranked,
+    "Reranked candidates",
+    key="query_id",
+    retention_ms=24 * 3600 * 1000,
+)
+ANSWERS = TopicSpec(
+    "ragstream.query.answers.v1",
+    AnswerStream,
+    "Token deltas, final answers, failures",
+    key="query_id",
+    retention_ms=24 * 3600 * 1000,
+)
+
+TOPICS: dict[str, TopicSpec] = {
+    t.name: t
+    for t in (
+        SOURCE_CHANGES,
+        DOCUMENTS_NORMALIZED,
+        DOCUMENTS_CHUNKED,
+        INGEST_RECEIPTS,
+        QUERIES_REQUESTED,
+        QUERIES_RETRIEVED,
+        QUERIES_RERANKED,
+        ANSWERS,
+    )
+}
+DLQ_MODEL = DeadLetter
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One consumer = one module = one consumer group = one Deployment = one ScaledObject."""
+
+    name: str
+    group: str
+    topic: str
+    output: str | None
+    module: str
+
+
+CONSUMERS: dict[str, ConsumerSpec] = {
+    c.name: c
+    for c in (
+        ConsumerSpec(
+            "normalizer",
+            "ragstream.normalizer",
+            SOURCE_CHANGES.name,
+            DOCUMENTS_NORMALIZED.name,
+            "consumers.ingestion.normalizer",
+        ),
+        ConsumerSpec(
+            "chunker",
+            "ragstream.chunker",
+            DOCUMENTS_NORMALIZED.name,
+            DOCUMENTS_CHUNKED.name,
+            "consumers.ingestion.chunker",
+        ),
+        ConsumerSpec(
+            "embedder",
+            "ragstream.embedder",
+            DOCUMENTS_CHUNKED.name,
+            INGEST_RECEIPTS.name,
+            "consumers.ingestion.embedder",
+        ),
+        ConsumerSpec(
+            "retrieval",
+            "ragstream.retrieval",
+            QUERIES_REQUESTED.name,
+            QUERIES_RETRIEVED.name,
+            "consumers.serving.retrieval",
+        ),
+        ConsumerSpec(
+            "rerank",
+            "ragstream.rerank",
+            QUERIES_RETRIEVED.name,
+            QUERIES_RERANKED.name,
+            "consumers.serving.rerank",
+        ),
+        ConsumerSpec(
+            "generation",
+            "ragstream.generation",
+            QUERIES_RERANKED.name,
+            ANSWERS.name,
+            "consumers.serving.generation",
+        ),
+    )
+}
+
+
+def dlq_topics() -> list[str]:
+    return [t.dlq for t in TOPICS.values()]
+
+
+def all_topic_names() -> list[str]:
+    return [*TOPICS, *dlq_topics()]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what ragstream needs on a fresh machine: uv, the locked Python environment in .venv/,
+# and (when root with apt) the Debian document packages the ingestion tests read.
+# Slow artifacts are cached outside the checkout: ~/.cache/uv (wheels), ~/.cache/ragstream (jars, Weaviate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
+  echo "==> installing uv $UV_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
+    || python3 -m pip install --quiet --user --disable-pip-version-check "uv==$UV_VERSION"
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+echo "==> python environment (.venv, uv.lock)"
+uv sync --frozen --python 3.11
+
+need=()
+for pkg in debian-faq debian-reference-en; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> apt-get install ${need[*]} (real HTML/PDF/text documents for the ingestion tests)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >/dev/null \
+    || echo "warning: could not install ${need[*]}; tests that read them will fail" >&2
+fi
