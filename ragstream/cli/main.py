@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragstream.cli import stack
+from ragstream.cli import stack, worker
 
 app = typer.Typer(
     name="ragstream",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(stack.app, name="stack")
+app.command()(worker.worker)
 
 
 def _optional(module: str, name: str) -> None:

@@ -1,0 +1,1 @@
+"""Ingestion-plane consumers: normalizer, chunker, embedder (one module = one consumer group)."""

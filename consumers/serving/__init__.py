@@ -1,0 +1,1 @@
+"""Serving-plane consumers: retrieval, rerank, generation (one module = one consumer group)."""

@@ -1,0 +1,298 @@
+"""The vector store: Weaviate multi-tenant collections, one tenant per customer tenant.
+
+Per index generation there are two collections: `<prefix>_<generation>` holds chunks (text, vector,
+source version, owner, ACL, lineage), `<documents>_<generation>` holds one state object per document
+(the live version and its chunk ids). Replacing a document writes the new version's chunks, flips the state
+object (one object write, atomic), then deletes the old chunks; readers consult the state, so they see one
+version at a time. All calls are synchronous (weaviate-client v4); workers call them in a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import weaviate
+from pydantic import BaseModel, ConfigDict
+from weaviate.classes.config import Configure, DataType, Property, Tokenization
+from weaviate.classes.query import Filter, MetadataQuery
+from weaviate.classes.tenants import Tenant, TenantActivityStatus
+from weaviate.collections import Collection
+
+NS = uuid.UUID("6f1c3a52-7d0e-4b8e-9a8c-3b2f1d5e7a90")
+MAX_FETCH = 10_000
+
+
+class ChunkRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    chunk_id: str
+    document_id: str
+    position: int
+    text: str
+    title: str = ""
+    heading: str = ""
+    source_id: str = ""
+    source_version: str = ""
+    owner: str = ""
+    acl_principals: tuple[str, ...] = ()
+    acl_groups: tuple[str, ...] = ()
+    normalizer_version: str = ""
+    policy_hash: str = ""
+    embedding_model: str = ""
+    generation: str = ""
+    content_sha256: str = ""
+    ingested_at: datetime | None = None
+
+
+class DocumentState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    document_id: str
+    live_version: str
+    content_sha256: str = ""
+    policy_hash: str = ""
+    embedding_model: str = ""
+    normalizer_version: str = ""
+    chunk_ids: tuple[str, ...] = ()
+    acl_principals: tuple[str, ...] = ()
+    acl_groups: tuple[str, ...] = ()
+    source_id: str = ""
+    owner: str = ""
+    title: str = ""
+    generation: str = ""
+    indexed_at: datetime | None = None
+    source_occurred_at: datetime | None = None
+
+
+def _field(name: str, dt: DataType = DataType.TEXT, **kw: Any) -> Property:
+    return Property(
+        name=name,
+        data_type=dt,
+        tokenization=Tokenization.FIELD,
+        index_searchable=False,
+        index_filterable=True,
+        **kw,
+    )
+
+
+CHUNK_PROPERTIES = [
+    Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+    Property(name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+    Property(name="heading", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+    _field("document_id"),
+    _field("source_id"),
+    _field("source_version"),
+    _field("owner"),
+    _field("acl_principals", DataType.TEXT_ARRAY),
+    _field("acl_groups", DataType.TEXT_ARRAY),
+    _field("normalizer_version"),
+    _field("policy_hash"),
+    _field("embedding_model"),
+    _field("generation"),
+    _field("content_sha256"),
+    Property(name="position", data_type=DataType.INT, index_filterable=True),
+    Property(name="ingested_at", data_type=DataType.DATE, index_filterable=True, index_range_filters=True),
+]
+STATE_PROPERTIES = [
+    _field("document_id"),
+    _field("live_version"),
+    _field("content_sha256"),
+    _field("policy_hash"),
+    _field("embedding_model"),
+    _field("normalizer_version"),
+    _field("chunk_ids", DataType.TEXT_ARRAY),
+    _field("acl_principals", DataType.TEXT_ARRAY),
+    _field("acl_groups", DataType.TEXT_ARRAY),
+    _field("source_id"),
+    _field("owner"),
+    _field("title"),
+    _field("generation"),
+    Property(name="indexed_at", data_type=DataType.DATE),
+    Property(name="source_occurred_at", data_type=DataType.DATE),
+]
+
+
+def state_uuid(document_id: str) -> str:
+    return str(uuid.uuid5(NS, f"state/{document_id}"))
+
+
+class WeaviateStore:
+    def __init__(self, client: weaviate.WeaviateClient, chunks: str, documents: str) -> None:
+        self.client = client
+        self.chunks_name = chunks
+        self.documents_name = documents
+        self._tenants: set[str] = set()
+        self._lock = threading.Lock()
+
+    # --- schema and tenants -------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        for name, props in ((self.chunks_name, CHUNK_PROPERTIES), (self.documents_name, STATE_PROPERTIES)):
+            if self.client.collections.exists(name):
+                continue
+            try:
+                self.client.collections.create(
+                    name,
+                    properties=props,
+                    multi_tenancy_config=Configure.multi_tenancy(enabled=True, auto_tenant_creation=False),
+                    vector_config=Configure.Vectors.self_provided(
+                        vector_index_config=Configure.VectorIndex.hnsw(
+                            distance_metric=weaviate.classes.config.VectorDistances.COSINE
+                        )
+                    )
+                    if name == self.chunks_name
+                    else Configure.Vectors.self_provided(),
+                    inverted_index_config=Configure.inverted_index(index_null_state=False),
+                )
+            except weaviate.exceptions.UnexpectedStatusCodeError as exc:
+                if "already exists" not in str(exc):
+                    raise
+
+    def ensure_tenant(self, tenant: str) -> None:
+        if tenant in self._tenants:
+            return
+        with self._lock:
+            for name in (self.chunks_name, self.documents_name):
+                coll = self.client.collections.use(name)
+                existing = coll.tenants.get_by_names([tenant])
+                if tenant not in existing:
+                    coll.tenants.create([Tenant(name=tenant, activity_status=TenantActivityStatus.ACTIVE)])
+            self._tenants.add(tenant)
+
+    def has_tenant(self, tenant: str) -> bool:
+        if tenant in self._tenants:
+            return True
+        if not self.client.collections.exists(self.chunks_name):
+            return False
+        return tenant in self.client.collections.use(self.chunks_name).tenants.get_by_names([tenant])
+
+    def chunks(self, tenant: str) -> Collection[Any, Any]:
+        return self.client.collections.use(self.chunks_name).with_tenant(tenant)
+
+    def states(self, tenant: str) -> Collection[Any, Any]:
+        return self.client.collections.use(self.documents_name).with_tenant(tenant)
+
+    # --- documents ------------------------------------------------------------------------------------
+    def get_state(self, tenant: str, document_id: str) -> DocumentState | None:
+        obj = self.states(tenant).query.fetch_object_by_id(state_uuid(document_id))
+        if obj is None:
+            return None
+        return DocumentState.model_validate(obj.properties)
+
+    def get_states(self, tenant: str, document_ids: Sequence[str]) -> dict[str, DocumentState]:
+        ids = sorted(set(document_ids))
+        if not ids:
+            return {}
+        res = self.states(tenant).query.fetch_objects(
+            filters=Filter.by_property("document_id").contains_any(ids), limit=len(ids)
+        )
+        return {o.properties["document_id"]: DocumentState.model_validate(o.properties) for o in res.objects}
+
+    def put_state(self, tenant: str, state: DocumentState) -> None:
+        props = state.model_dump(mode="json", exclude_none=True)
+        props["chunk_ids"] = list(state.chunk_ids)
+        props["acl_principals"] = list(state.acl_principals)
+        props["acl_groups"] = list(state.acl_groups)
+        coll, sid = self.states(tenant), state_uuid(state.document_id)
+        if coll.data.exists(sid):
+            coll.data.replace(uuid=sid, properties=props)
+        else:
+            coll.data.insert(properties=props, uuid=sid)
+
+    def delete_state(self, tenant: str, document_id: str) -> None:
+        self.states(tenant).data.delete_by_id(state_uuid(document_id))
+
+    def list_states(self, tenant: str, limit: int = MAX_FETCH) -> list[DocumentState]:
+        res = self.states(tenant).query.fetch_objects(limit=limit)
+        return [DocumentState.model_validate(o.properties) for o in res.objects]
+
+    # --- chunks ---------------------------------------------------------------------------------------
+    def write_chunks(self, tenant: str, records: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
+        """Upsert by deterministic id: a replay overwrites the same objects, never duplicates."""
+        if not records:
+            return
+        coll = self.chunks(tenant)
+        with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
+            for rec, vec in zip(records, vectors, strict=True):
+                props = rec.model_dump(mode="json", exclude={"chunk_id"}, exclude_none=True)
+                props["acl_principals"] = list(rec.acl_principals)
+                props["acl_groups"] = list(rec.acl_groups)
+                batch.add_object(properties=props, uuid=rec.chunk_id, vector=vec.tolist())
+        failed = coll.batch.failed_objects
+        if failed:
+            raise RuntimeError(f"weaviate rejected {len(failed)} chunk writes: {failed[0].message}")
+
+    def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> int:
+        ids = list(chunk_ids)
+        if not ids:
+            return 0
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            res = self.chunks(tenant).data.delete_many(
+                where=Filter.by_id().contains_any(ids[start : start + 500])
+            )
+            deleted += res.successful
+        return deleted
+
+    def chunk_ids_of(self, tenant: str, document_id: str, version: str | None = None) -> list[str]:
+        f = Filter.by_property("document_id").equal(document_id)
+        if version is not None:
+            f = f & Filter.by_property("source_version").equal(version)
+        res = self.chunks(tenant).query.fetch_objects(filters=f, limit=MAX_FETCH, return_properties=[])
+        return [str(o.uuid) for o in res.objects]
+
+    def fetch_chunks(self, tenant: str, chunk_ids: Sequence[str], with_vectors: bool = False) -> list[Any]:
+        ids = list(chunk_ids)
+        out: list[Any] = []
+        for start in range(0, len(ids), 500):
+            res = self.chunks(tenant).query.fetch_objects(
+                filters=Filter.by_id().contains_any(ids[start : start + 500]),
+                limit=500,
+                include_vector=with_vectors,
+            )
+            out.extend(res.objects)
+        return out
+
+    def update_acl(
+        self, tenant: str, chunk_ids: Sequence[str], principals: Sequence[str], groups: Sequence[str]
+    ) -> int:
+        """Rewrite ACL properties in place (same vectors): no re-embedding."""
+        objs = self.fetch_chunks(tenant, chunk_ids, with_vectors=True)
+        coll = self.chunks(tenant)
+        with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
+            for o in objs:
+                props = dict(o.properties)
+                props["acl_principals"] = list(principals)
+                props["acl_groups"] = list(groups)
+                props = {
+                    k: (v.isoformat() if isinstance(v, datetime) else v)
+                    for k, v in props.items()
+                    if v is not None
+                }
+                batch.add_object(properties=props, uuid=o.uuid, vector=o.vector["default"])
+        if coll.batch.failed_objects:
+            raise RuntimeError(f"weaviate rejected ACL updates: {coll.batch.failed_objects[0].message}")
+        return len(objs)
+
+    def document_chunks(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
+        """The live version's chunks of one document, as a reader sees them."""
+        for _ in range(3):
+            state = self.get_state(tenant, document_id)
+            if state is None:
+                return []
+            objs = self.fetch_chunks(tenant, state.chunk_ids)
+            if len(objs) == len(state.chunk_ids):
+                return sorted(
+                    ({"chunk_id": str(o.uuid), **o.properties} for o in objs), key=lambda c: c["position"]
+                )
+            # The state flipped between our two reads (old chunks already deleted): read again.
+        return []
+
+    def count(self, tenant: str) -> int:
+        agg = self.chunks(tenant).aggregate.over_all(total_count=True)
+        return int(agg.total_count or 0)
+
+    def metadata(self) -> MetadataQuery:
+        return MetadataQuery(score=True, distance=True)

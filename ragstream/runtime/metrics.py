@@ -1,0 +1,36 @@
+"""Prometheus metrics shared by every stage. Labels stay bounded: stage, outcome, reason (enums), never
+tenant ids (freshness uses a hashed tenant bucket, so thousands of tenants map to at most 32 series)."""
+
+from __future__ import annotations
+
+import zlib
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter("ragstream_stage_events", "Events handled per stage", ["stage", "outcome"])
+DURATION = Histogram("ragstream_stage_duration_seconds", "Handling time per batch", ["stage"])
+BATCH = Histogram(
+    "ragstream_stage_batch_size",
+    "Records per handled batch",
+    ["stage"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+DEAD_LETTERS = Counter("ragstream_dead_letters", "Records sent to a dead-letter topic", ["stage", "reason"])
+RETRIES = Counter("ragstream_stage_retries", "Transient failures retried", ["stage"])
+FRESHNESS = Histogram(
+    "ragstream_freshness_seconds",
+    "Source event time to searchable",
+    ["tenant_bucket"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
+EMBED_LATENCY = Histogram("ragstream_embedding_seconds", "Embedding call latency", ["model"])
+EMBED_TOKENS = Counter("ragstream_embedding_tokens", "Tokens embedded", ["model"])
+NORMALIZED = Counter(
+    "ragstream_normalized_documents", "Documents normalized per format", ["format", "outcome"]
+)
+
+TENANT_BUCKETS = 32
+
+
+def tenant_bucket(tenant_id: str) -> str:
+    return f"b{zlib.crc32(tenant_id.encode()) % TENANT_BUCKETS:02d}"

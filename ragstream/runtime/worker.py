@@ -1,0 +1,264 @@
+"""The consume -> handle -> produce -> commit loop every consumer runs.
+
+- At-least-once: offsets are committed only after every output was acknowledged (acks=all, idempotent
+  producer) and the handler's effect is durable.
+- A record that cannot be decoded goes to `<topic>.dlq` with its raw bytes and the reason; so does a
+  record whose handler fails permanently (`PermanentError`, or any error that persists after
+  `max_attempts` tries on that record alone). The partition keeps moving.
+- `TransientError` (e.g. Weaviate down) is retried with capped exponential backoff, forever: nothing is
+  skipped or lost; the consumer stays in the group (heartbeats run in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from pydantic import BaseModel
+
+from ragstream.runtime import metrics
+from ragstream.settings import Settings
+from schemas.dlq import DeadLetter
+from schemas.envelope import utcnow
+from schemas.errors import EventDecodeError, decode
+from schemas.topics import TOPICS, ConsumerSpec
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """Retry later; the effect may succeed once a dependency is back."""
+
+
+class PermanentError(Exception):
+    """This record can never succeed: dead-letter it with a reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Inbound:
+    record: ConsumerRecord[bytes, bytes]
+    event: Any
+    context: otel_context.Context
+
+
+@dataclass(frozen=True)
+class Outbound:
+    topic: str
+    key: bytes
+    event: BaseModel
+    headers: dict[str, str] = field(default_factory=dict)
+    partition: int | None = None
+
+
+Handler = Callable[[list[Inbound]], Awaitable[list[Outbound]]]
+
+
+def headers_dict(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+def event_key(event: Any) -> bytes:
+    doc = getattr(event, "document_id", None) or getattr(getattr(event, "facts", None), "document_id", None)
+    if doc is not None:
+        return f"{event.tenant_id}/{doc}".encode()
+    qid = getattr(event, "query_id", None) or getattr(getattr(event, "query", None), "query_id", None)
+    return str(qid or event.event_id).encode()
+
+
+class Producer:
+    """Idempotent, acks=all producer that carries trace context in headers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.prefix = settings.kafka.topic_prefix
+        self._p = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            client_id=settings.kafka.client_id,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=settings.kafka.max_message_bytes,
+            compression_type="gzip",
+            linger_ms=5,
+        )
+
+    async def start(self) -> None:
+        await self._p.start()
+
+    async def stop(self) -> None:
+        await self._p.stop()
+
+    async def send_many(self, items: Sequence[Outbound]) -> None:
+        futures = []
+        for item in items:
+            carrier: dict[str, str] = dict(item.headers)
+            propagate.inject(carrier)
+            carrier.setdefault("event-type", type(item.event).__name__)
+            futures.append(
+                await self._p.send(
+                    self.prefix + item.topic,
+                    item.event.model_dump_json().encode(),
+                    key=item.key,
+                    partition=item.partition,
+                    headers=[(k, v.encode()) for k, v in carrier.items()],
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def send(self, topic: str, event: BaseModel, key: bytes | None = None) -> None:
+        await self.send_many([Outbound(topic, key or event_key(event), event)])
+
+
+class Worker:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        handler: Handler,
+        settings: Settings,
+        *,
+        group: str | None = None,
+        max_batch: int = 32,
+        max_attempts: int = 3,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self.spec = spec
+        self.topic = TOPICS[spec.topic]
+        self.handler = handler
+        self.settings = settings
+        self.group = group or spec.group
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self.backoff_max_s = backoff_max_s
+        self.producer = Producer(settings)
+        self.consumer = AIOKafkaConsumer(
+            settings.kafka.topic_prefix + spec.topic,
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            group_id=self.group,
+            client_id=f"{settings.kafka.client_id}-{spec.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=600_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.kafka.max_message_bytes,
+        )
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def run(self) -> None:
+        """Poll until stopped. Each poll's records are handled, their outputs sent, then committed."""
+        while not self._stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            for tp, records in batches.items():
+                if records:
+                    await self._process(tp, records)
+
+    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        stage = self.spec.name
+        started = time.perf_counter()
+        good: list[Inbound] = []
+        dead: list[DeadLetter] = []
+        for rec in records:
+            try:
+                event = decode(self.topic, rec.value or b"")
+            except EventDecodeError as exc:
+                dead.append(self._dead_letter(rec, exc.reason, exc, None))
+                continue
+            good.append(Inbound(rec, event, propagate.extract(headers_dict(rec))))
+        outputs, more_dead = await self._handle(good)
+        dead.extend(more_dead)
+        await self.producer.send_many(
+            [*outputs, *(Outbound(self.topic.dlq, self._dl_key(d), d) for d in dead)]
+        )
+        await self.consumer.commit({tp: records[-1].offset + 1})
+        self.processed += len(records)
+        metrics.BATCH.labels(stage).observe(len(records))
+        metrics.DURATION.labels(stage).observe(time.perf_counter() - started)
+        metrics.EVENTS.labels(stage, "ok").inc(len(good) - len(more_dead))
+        for d in dead:
+            metrics.DEAD_LETTERS.labels(stage, d.reason).inc()
+            metrics.EVENTS.labels(stage, "dead_letter").inc()
+
+    async def _handle(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
+        if not items:
+            return [], []
+        try:
+            return await self._with_retries(items), []
+        except Exception:
+            log.warning("%s: batch of %d failed; handling records one by one", self.spec.name, len(items))
+        return await self._one_by_one(items)
+
+    async def _one_by_one(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
+        outputs: list[Outbound] = []
+        dead: list[DeadLetter] = []
+        for item in items:
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    outputs.extend(await self._with_retries([item]))
+                    break
+                except PermanentError as exc:
+                    dead.append(self._dead_letter(item.record, exc.reason, exc, item.event))
+                    break
+                except Exception as exc:
+                    if attempt == self.max_attempts:
+                        dead.append(self._dead_letter(item.record, "handler_error", exc, item.event))
+        return outputs, dead
+
+    async def _with_retries(self, items: list[Inbound]) -> list[Outbound]:
+        """Retry TransientError forever with capped backoff; everything else propagates."""
+        delay = 0.2
+        while True:
+            try:
+                return await self.handler(items)
+            except TransientError as exc:
+                metrics.RETRIES.labels(self.spec.name).inc()
+                log.warning("%s: transient failure, retrying in %.1fs: %s", self.spec.name, delay, exc)
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+
+    def _dead_letter(
+        self, rec: ConsumerRecord[bytes, bytes], reason: str, exc: BaseException, event: Any
+    ) -> DeadLetter:
+        message = getattr(exc, "message", None) or str(exc)
+        return DeadLetter(
+            dead_letter_id=str(uuid.uuid4()),
+            stage=self.spec.name,
+            consumer_group=self.group,
+            reason=reason,
+            error_class=type(exc).__name__,
+            message=message[:4000],
+            original_topic=rec.topic,
+            original_partition=rec.partition,
+            original_offset=rec.offset,
+            original_key_b64=base64.b64encode(rec.key).decode() if rec.key else None,
+            original_headers=headers_dict(rec),
+            raw_b64=base64.b64encode(rec.value or b"").decode(),
+            tenant_id=getattr(event, "tenant_id", None),
+            failed_at=utcnow(),
+        )
+
+    @staticmethod
+    def _dl_key(d: DeadLetter) -> bytes:
+        return base64.b64decode(d.original_key_b64) if d.original_key_b64 else d.dead_letter_id.encode()
