@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragstream.cli import stack, worker
+from ragstream.cli import publish, stack, worker
 
 app = typer.Typer(
     name="ragstream",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.command()(worker.worker)
+app.command()(publish.publish)
 
 
 def _optional(module: str, name: str) -> None:

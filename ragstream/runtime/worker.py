@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.partitioner import murmur2
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from pydantic import BaseModel
@@ -61,6 +62,9 @@ class Outbound:
     event: BaseModel
     headers: dict[str, str] = field(default_factory=dict)
     partition: int | None = None
+    # Route by this key instead of `key` (an ACL record is compacted under its own key but must stay
+    # ordered with its document's content records, so it shares their partition).
+    partition_key: bytes | None = None
 
 
 Handler = Callable[[list[Inbound]], Awaitable[list[Outbound]]]
@@ -105,12 +109,16 @@ class Producer:
             carrier: dict[str, str] = dict(item.headers)
             propagate.inject(carrier)
             carrier.setdefault("event-type", type(item.event).__name__)
+            partition = item.partition
+            if partition is None and item.partition_key is not None:
+                parts = sorted(await self._p.partitions_for(self.prefix + item.topic))
+                partition = parts[(murmur2(item.partition_key) & 0x7FFFFFFF) % len(parts)]
             futures.append(
                 await self._p.send(
                     self.prefix + item.topic,
                     item.event.model_dump_json().encode(),
                     key=item.key,
-                    partition=item.partition,
+                    partition=partition,
                     headers=[(k, v.encode()) for k, v in carrier.items()],
                 )
             )

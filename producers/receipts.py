@@ -1,0 +1,69 @@
+"""Follow ingestion receipts until every published change is searchable (`publish --wait`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ragstream.settings import Settings
+from schemas.errors import EventDecodeError, decode
+from schemas.ingestion import DocumentDeleted, DocumentIndexed
+from schemas.topics import INGEST_RECEIPTS
+
+
+class ReceiptWatcher:
+    """Positioned at the end of the receipts topic *before* publishing, so no receipt is missed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.kafka.topic_prefix + INGEST_RECEIPTS.name
+        self._c = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            client_id=f"{settings.kafka.client_id}-receipts",
+        )
+
+    async def start(self) -> None:
+        await self._c.start()
+        parts = self._c.partitions_for_topic(self.topic)
+        for _ in range(50):
+            if parts:
+                break
+            await self._c._client.force_metadata_update()  # topic may be brand new
+            parts = self._c.partitions_for_topic(self.topic)
+            await asyncio.sleep(0.1)
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
+        self._c.assign(tps)
+        await self._c.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, not lazily after we publish
+            await self._c.position(tp)
+
+    async def stop(self) -> None:
+        await self._c.stop()
+
+    async def wait_for(
+        self,
+        correlation_ids: dict[str, float],
+        timeout_s: float,
+        on_receipt: Callable[[DocumentIndexed | DocumentDeleted, float], None] | None = None,
+    ) -> dict[str, DocumentIndexed | DocumentDeleted]:
+        """correlation id -> publish time (monotonic). Returns the receipts found before the timeout."""
+        found: dict[str, DocumentIndexed | DocumentDeleted] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(correlation_ids) and time.monotonic() < deadline:
+            batch = await self._c.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        receipt = decode(INGEST_RECEIPTS, rec.value or b"")
+                    except EventDecodeError:
+                        continue
+                    cid = receipt.correlation_id
+                    if cid in correlation_ids and cid not in found:
+                        found[cid] = receipt
+                        if on_receipt:
+                            on_receipt(receipt, time.monotonic() - correlation_ids[cid])
+        return found
