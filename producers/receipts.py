@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
@@ -28,13 +27,8 @@ class ReceiptWatcher:
 
     async def start(self) -> None:
         await self._c.start()
+        await self._c.topics()  # loads cluster metadata so partitions_for_topic answers
         parts = self._c.partitions_for_topic(self.topic)
-        for _ in range(50):
-            if parts:
-                break
-            await self._c._client.force_metadata_update()  # topic may be brand new
-            parts = self._c.partitions_for_topic(self.topic)
-            await asyncio.sleep(0.1)
         tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
         self._c.assign(tps)
         await self._c.seek_to_end(*tps)

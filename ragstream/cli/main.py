@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragstream.cli import publish, stack, worker
+from ragstream.cli import dlq, lineage, publish, stack, worker
 
 app = typer.Typer(
     name="ragstream",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.command()(worker.worker)
 app.command()(publish.publish)
+app.add_typer(dlq.app, name="dlq")
+app.command()(lineage.lineage)
 
 
 def _optional(module: str, name: str) -> None:

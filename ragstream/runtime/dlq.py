@@ -1,0 +1,63 @@
+"""Reading and replaying dead letters (the records every consumer parks in `<topic>.dlq`)."""
+
+from __future__ import annotations
+
+import base64
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ragstream.settings import Settings
+from schemas.dlq import DeadLetter
+from schemas.topics import TOPICS
+
+
+async def read_dead_letters(settings: Settings, topics: list[str] | None = None) -> list[DeadLetter]:
+    """Every dead letter currently retained, oldest first per topic."""
+    prefix = settings.kafka.topic_prefix
+    names = [prefix + t.dlq for t in TOPICS.values()] if topics is None else topics
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    out: list[DeadLetter] = []
+    try:
+        await consumer.topics()  # loads cluster metadata so partitions_for_topic answers
+        tps = [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or [])]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        out.append(DeadLetter.model_validate_json(rec.value or b""))
+                    except ValueError:
+                        continue
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def replay(settings: Settings, dead: DeadLetter) -> None:
+    """Send the original bytes back to the original topic (after the cause was fixed)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        headers = [(k, v.encode()) for k, v in dead.original_headers.items()]
+        headers.append(("ragstream-replayed-from", dead.dead_letter_id.encode()))
+        await producer.send_and_wait(
+            dead.original_topic,
+            base64.b64decode(dead.raw_b64),
+            key=base64.b64decode(dead.original_key_b64) if dead.original_key_b64 else None,
+            partition=dead.original_partition,
+            headers=headers,
+        )
+    finally:
+        await producer.stop()
