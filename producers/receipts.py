@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.settings import Settings
 from schemas.errors import EventDecodeError, decode
 from schemas.ingestion import DocumentDeleted, DocumentIndexed
@@ -27,9 +28,7 @@ class ReceiptWatcher:
 
     async def start(self) -> None:
         await self._c.start()
-        await self._c.topics()  # loads cluster metadata so partitions_for_topic answers
-        parts = self._c.partitions_for_topic(self.topic)
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
+        tps = await partitions_of(self._c, self.topic)
         self._c.assign(tps)
         await self._c.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, not lazily after we publish

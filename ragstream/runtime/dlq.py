@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.settings import Settings
 from schemas.dlq import DeadLetter
 from schemas.topics import TOPICS
@@ -21,8 +22,7 @@ async def read_dead_letters(settings: Settings, topics: list[str] | None = None)
     await consumer.start()
     out: list[DeadLetter] = []
     try:
-        await consumer.topics()  # loads cluster metadata so partitions_for_topic answers
-        tps = [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or [])]
+        tps = [tp for n in names for tp in await partitions_of(consumer, n)]
         if not tps:
             return []
         consumer.assign(tps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ragstream.settings import KafkaSettings
@@ -56,3 +57,14 @@ async def ensure_topics(cfg: KafkaSettings, topics: list[NewTopic] | None = None
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """A manually-assigned consumer's view of a topic's partitions.
+
+    aiokafka only tracks metadata for subscribed topics; `topics()` fills a separate cache, so ask the
+    client to track this topic and refresh (aiokafka has no public call for this).
+    """
+    consumer._client.add_topic(topic)
+    await consumer._client.force_metadata_update()
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
