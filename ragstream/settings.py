@@ -93,6 +93,65 @@ class IngestSettings(BaseModel):
     chunk_overlap_tokens: int = 32
 
 
+class AuthSettings(BaseModel):
+    """Caller authentication at the gateway. Tenant and principals come only from verified credentials."""
+
+    model_config = _FROZEN
+    jwt_secret: SecretStr = SecretStr("ragstream-local-dev-signing-key-change-me-0123456789")
+    jwt_issuer: str = "ragstream-local"
+    jwt_audience: str = "ragstream"
+    jwt_algorithms: tuple[str, ...] = ("HS256", "RS256")
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    token_ttl_s: int = 3600
+    leeway_s: int = 10
+    # API keys: "key" -> {"tenant": "...", "subject": "...", "groups": [...]}; from a secret file in production
+    api_keys: dict[str, dict[str, object]] = {}
+    everyone_group: str = "everyone"
+
+
+class ServingSettings(BaseModel):
+    model_config = _FROZEN
+    interactive_deadline_s: float = 30.0
+    batch_deadline_s: float = 300.0
+    interactive_top_k: int = 8
+    batch_top_k: int = 20
+    max_top_k: int = 50
+    max_question_chars: int = 2000
+    max_body_bytes: int = 16_384
+    max_inflight: int = 256
+    max_lag: int = 1000
+    hybrid_alpha: float = 0.5
+    fusion: str = "relative_score"  # relative_score | ranked
+    candidate_k: int = 40
+    rerank: str = "none"  # none | cross-encoder:<model id or path> | http:<url>
+    rerank_candidates_interactive: int = 20
+    rerank_candidates_batch: int = 50
+    rerank_budget_ms_interactive: int = 1500
+    rerank_budget_ms_batch: int = 20000
+    context_token_budget: int = 1500
+    answer_max_tokens: int = 256
+    stream_batch_tokens: int = 4
+    llm_rewrite: bool = False
+    min_context_score: float = 0.0
+
+
+class LLMSettings(BaseModel):
+    """An OpenAI-compatible chat-completions endpoint (vLLM, KServe, Ray Serve, llama.cpp)."""
+
+    model_config = _FROZEN
+    base_url: str = "http://127.0.0.1:18090/v1"
+    model: str = "qwen2.5-0.5b-instruct-q4_k_m"
+    api_key: SecretStr = SecretStr("")
+    temperature: float = 0.0
+    timeout_s: float = 120.0
+    # The local model server (`ragstream stack up`): which packaged GGUF to serve.
+    local_model: str = "qwen2.5-0.5b"  # qwen2.5-0.5b | qwen2.5-1.5b | smollm2-135m | none
+    local_port: int = 18090
+    local_threads: int = 2
+    local_ctx: int = 4096
+
+
 class TelemetrySettings(BaseModel):
     model_config = _FROZEN
     service_name: str = "ragstream"
@@ -118,4 +177,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     ingest: IngestSettings = IngestSettings()
+    auth: AuthSettings = AuthSettings()
+    serving: ServingSettings = ServingSettings()
+    llm: LLMSettings = LLMSettings()
     schema_registry_strict: bool = True

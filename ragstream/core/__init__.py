@@ -1,0 +1,1 @@
+"""Pure functions, no I/O: normalize, chunk, acl, prompt, cite, groundedness, fusion."""
