@@ -105,7 +105,7 @@ class AuthSettings(BaseModel):
     jwks_file: str | None = None
     token_ttl_s: int = 3600
     leeway_s: int = 10
-    # API keys: "key" -> {"tenant": "...", "subject": "...", "groups": [...]}; from a secret file in production
+    # API keys: "key" -> {"tenant": ..., "subject": ..., "groups": [...]}; a secret file in production
     api_keys: dict[str, dict[str, object]] = {}
     everyone_group: str = "everyone"
 

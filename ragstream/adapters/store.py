@@ -296,3 +296,87 @@ class WeaviateStore:
 
     def metadata(self) -> MetadataQuery:
         return MetadataQuery(score=True, distance=True)
+
+
+# --- search ---------------------------------------------------------------------------------------------
+FILTERABLE = {"document_id", "source_id", "owner", "source_version", "policy_hash"}
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    chunk_id: str
+    score: float
+    properties: dict[str, Any]
+
+
+def acl_filter(principals: Sequence[str], groups: Sequence[str]) -> Any:
+    """Chunk principals/groups ∩ caller's, evaluated by Weaviate inside the search (never after it)."""
+    parts = []
+    if principals:
+        parts.append(Filter.by_property("acl_principals").contains_any(list(principals)))
+    if groups:
+        parts.append(Filter.by_property("acl_groups").contains_any(list(groups)))
+    if not parts:
+        # No principal at all: match nothing rather than everything.
+        return Filter.by_property("acl_principals").contains_any(["\x00no-principal"])
+    return Filter.any_of(parts) if len(parts) > 1 else parts[0]
+
+
+def request_filter(filters: dict[str, str]) -> Any | None:
+    unknown = set(filters) - FILTERABLE
+    if unknown:
+        raise ValueError(f"unsupported filter fields: {sorted(unknown)}; allowed: {sorted(FILTERABLE)}")
+    parts = [Filter.by_property(k).equal(v) for k, v in sorted(filters.items())]
+    return Filter.all_of(parts) if len(parts) > 1 else (parts[0] if parts else None)
+
+
+def search(
+    store: WeaviateStore,
+    tenant: str,
+    query: str,
+    vector: Sequence[float] | None,
+    *,
+    limit: int,
+    acl: Any | None,
+    filters: dict[str, str] | None = None,
+    mode: str = "hybrid",
+    alpha: float = 0.5,
+    fusion: str = "relative_score",
+) -> list[SearchHit]:
+    """BM25, dense or hybrid search in one tenant; `acl` is a where-filter applied inside the search."""
+    from weaviate.classes.query import HybridFusion
+
+    where = acl
+    extra = request_filter(filters or {})
+    if extra is not None:
+        where = extra if where is None else Filter.all_of([where, extra])
+    coll = store.chunks(tenant)
+    meta = MetadataQuery(score=True, distance=True)
+    if mode == "bm25":
+        res = coll.query.bm25(
+            query=query,
+            query_properties=["title", "heading", "text"],
+            limit=limit,
+            filters=where,
+            return_metadata=meta,
+        )
+    elif mode == "dense":
+        res = coll.query.near_vector(
+            near_vector=list(vector or []), limit=limit, filters=where, return_metadata=meta
+        )
+    else:
+        res = coll.query.hybrid(
+            query=query,
+            vector=list(vector) if vector is not None else None,
+            alpha=alpha,
+            limit=limit,
+            query_properties=["title", "heading", "text"],
+            filters=where,
+            return_metadata=meta,
+            fusion_type=HybridFusion.RELATIVE_SCORE if fusion == "relative_score" else HybridFusion.RANKED,
+        )
+    hits = []
+    for o in res.objects:
+        score = o.metadata.score if o.metadata.score is not None else 1.0 - float(o.metadata.distance or 1.0)
+        hits.append(SearchHit(chunk_id=str(o.uuid), score=float(score or 0.0), properties=dict(o.properties)))
+    return hits

@@ -11,14 +11,16 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from ragstream.runtime.kafka_admin import ensure_topics
-from ragstream.runtime.worker import Handler, Worker
+from ragstream.runtime.worker import Handler, Producer, Worker
 from ragstream.settings import Settings
 from schemas.topics import CONSUMERS
 
 log = logging.getLogger(__name__)
 
 
-def build(name: str, settings: Settings, **overrides: Any) -> tuple[Handler, dict[str, Any]]:
+def build(
+    name: str, settings: Settings, producer: Producer, **overrides: Any
+) -> tuple[Handler, dict[str, Any]]:
     """The handler of consumer `name` with its adapters (injected here, once, at start-up)."""
     if name == "normalizer":
         from consumers.ingestion import normalizer
@@ -53,7 +55,7 @@ def build(name: str, settings: Settings, **overrides: Any) -> tuple[Handler, dic
         return embedder.build_handler(indexer), {"close": client.close}
     from ragstream.runtime.serving import build_serving
 
-    return build_serving(name, settings, **overrides)
+    return build_serving(name, settings, producer, **overrides)
 
 
 async def run_worker(
@@ -66,8 +68,11 @@ async def run_worker(
 ) -> None:
     spec = CONSUMERS[name]
     await ensure_topics(settings.kafka)
-    handler, extras = build(name, settings, **overrides)
-    worker = Worker(spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max)
+    producer = Producer(settings)
+    handler, extras = build(name, settings, producer, **overrides)
+    worker = Worker(
+        spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max, producer=producer
+    )
     if metrics_port:
         start_http_server(metrics_port)
     await worker.start()

@@ -1,11 +1,62 @@
-"""Serving consumers are wired here once they land (retrieval, rerank, generation)."""
+"""Wiring of the serving consumers: adapters built once at start-up and injected into each handler."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ragstream.runtime.worker import Handler, Producer
 from ragstream.settings import Settings
 
 
-def build_serving(name: str, settings: Settings, **overrides: Any) -> Any:
-    raise NotImplementedError(f"consumer {name!r} is not implemented yet")
+def open_store(settings: Settings) -> tuple[Any, Any]:
+    from ragstream.adapters.store import WeaviateStore
+    from ragstream.adapters.weaviate_client import connect
+
+    client = connect(settings.weaviate)
+    store = WeaviateStore(
+        client,
+        settings.index.chunks_collection,
+        f"{settings.index.documents_collection}_{settings.index.generation}",
+    )
+    return client, store
+
+
+def build_serving(
+    name: str, settings: Settings, producer: Producer, **overrides: Any
+) -> tuple[Handler, dict]:
+    if name == "retrieval":
+        from consumers.serving import retrieval
+        from ragstream.adapters.embedder import SentenceTransformerEmbedder
+
+        client, store = open_store(settings)
+        emb = overrides.get("embedder") or SentenceTransformerEmbedder(settings.embedding)
+        retriever = retrieval.Retriever(
+            store,
+            emb,
+            settings.serving,
+            settings.index.generation,
+            acl_in_search=overrides.get("acl_in_search", True),
+        )
+        return retrieval.build_handler(retriever), {"close": client.close, "component": retriever}
+    if name == "rerank":
+        from consumers.serving import rerank
+        from ragstream.adapters.reranker import from_spec
+
+        stage = rerank.RerankStage(
+            overrides.get("reranker") or from_spec(settings.serving.rerank), settings.serving
+        )
+        return rerank.build_handler(stage), {"component": stage}
+    if name == "generation":
+        from consumers.serving import generation
+        from ragstream.adapters.llm import OpenAIChat
+
+        client, store = open_store(settings)
+        llm = overrides.get("llm") or OpenAIChat(settings.llm)
+        gen = generation.Generator(
+            None if overrides.get("second_check") is False else store,
+            llm,
+            settings.serving,
+            on_prompt=overrides.get("on_prompt"),
+        )
+        return generation.build_handler(gen, producer.send_many), {"close": client.close, "component": gen}
+    raise ValueError(f"unknown consumer {name!r}")

@@ -140,6 +140,7 @@ class Worker:
         max_batch: int = 32,
         max_attempts: int = 3,
         backoff_max_s: float = 10.0,
+        producer: Producer | None = None,
     ) -> None:
         self.spec = spec
         self.topic = TOPICS[spec.topic]
@@ -149,7 +150,7 @@ class Worker:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s
-        self.producer = Producer(settings)
+        self.producer = producer or Producer(settings)
         self.consumer = AIOKafkaConsumer(
             settings.kafka.topic_prefix + spec.topic,
             bootstrap_servers=settings.kafka.bootstrap_servers,

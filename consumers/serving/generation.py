@@ -1,0 +1,218 @@
+"""Generation consumer.
+
+In:  ragstream.query.reranked.v1 (QueryReranked)
+Out: ragstream.query.answers.v1 (AnswerDelta stream, then QueryAnswered; QueryFailed when the model fails)
+Group: ragstream.generation. Ack: commit after the final answer is acknowledged. Idempotency: keyed by query
+id; a replay may stream a second time, the gateway keeps the first final answer.
+
+Before any text enters the prompt, every passage is authorized a second time: against the caller (the ACL
+the search saw) and against the latest ACL state of its document (an ACL change since retrieval wins).
+Citations name only chunks that were in the prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from ragstream.adapters.llm import ChatModel, Usage
+from ragstream.adapters.store import WeaviateStore
+from ragstream.core.acl import may_read, passage_allowed
+from ragstream.core.cite import is_abstention, shape_citations
+from ragstream.core.prompt import ABSTAIN, PromptDecision, TokenCounter, approx_tokens, assemble
+from ragstream.runtime.worker import Inbound, Outbound
+from ragstream.settings import ServingSettings
+from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, QueryReranked
+from schemas.topics import ANSWERS, CONSUMERS
+
+SPEC = CONSUMERS["generation"]
+tracer = trace.get_tracer("ragstream.generation")
+PROMPT_TOKENS = Histogram(
+    "ragstream_prompt_tokens",
+    "Prompt tokens per answer",
+    ["request_class"],
+    buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192),
+)
+COMPLETION_TOKENS = Histogram(
+    "ragstream_completion_tokens",
+    "Completion tokens per answer",
+    ["request_class"],
+    buckets=(1, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+ABSTAINED = Counter("ragstream_abstentions", "Answers that abstained", ["request_class", "why"])
+DENIED = Counter("ragstream_context_denied", "Passages refused by the second authorization check", ["reason"])
+
+Send = Callable[[Sequence[Outbound]], Awaitable[None]]
+
+
+@dataclass
+class Generator:
+    store: WeaviateStore | None
+    llm: ChatModel
+    cfg: ServingSettings
+    count_tokens: TokenCounter = approx_tokens
+    # Tests capture the exact messages the model received (to prove nothing unauthorized got there).
+    on_prompt: Callable[[str, list[dict[str, str]]], None] | None = None
+
+    def authorize(self, ev: QueryReranked) -> tuple[list[Passage], list[PromptDecision]]:
+        caller = ev.query.caller
+        denied: list[PromptDecision] = []
+        allowed = []
+        for p in ev.passages:
+            if passage_allowed(p, caller):
+                allowed.append(p)
+            else:
+                denied.append(PromptDecision(p.chunk_id, False, "unauthorized"))
+        if self.store is not None and allowed:
+            states = self.store.get_states(ev.tenant_id, [p.document_id for p in allowed])
+            checked = []
+            for p in allowed:
+                st = states.get(p.document_id)
+                if st is None or st.live_version != p.source_version:
+                    denied.append(PromptDecision(p.chunk_id, False, "not_live"))
+                elif not may_read(st.acl_principals, st.acl_groups, caller):
+                    denied.append(PromptDecision(p.chunk_id, False, "unauthorized"))
+                else:
+                    checked.append(p)
+            allowed = checked
+        for d in denied:
+            DENIED.labels(d.reason).inc()
+        return allowed, denied
+
+    async def answer(self, ev: QueryReranked, send: Send) -> QueryAnswered:
+        q = ev.query
+        t0 = time.perf_counter()
+        key = q.query_id.encode()
+        with tracer.start_as_current_span("prompt.assemble") as span:
+            passages, denied = self.authorize(ev)
+            prompt = assemble(q.question, passages, self.cfg.context_token_budget, self.count_tokens)
+            span.set_attribute("prompt.context_tokens", prompt.context_tokens)
+            span.set_attribute("prompt.passages", len(prompt.passages))
+            span.set_attribute("prompt.denied", len(denied))
+            span.set_attribute(
+                "prompt.citation_ids", [d.citation_id for d in prompt.decisions if d.citation_id]
+            )
+        timings = {**ev.timings_ms, "prompt": (time.perf_counter() - t0) * 1000}
+        base = {
+            **ev.caused(producer="generation"),
+            "query_id": q.query_id,
+            "subject": q.caller.subject,
+            "generation": ev.generation,
+        }
+        if not prompt.passages:
+            ABSTAINED.labels(q.request_class, "no_context").inc()
+            await send(
+                [
+                    Outbound(
+                        ANSWERS.name,
+                        key,
+                        AnswerDelta(
+                            **ev.caused(producer="generation"), query_id=q.query_id, seq=0, text=ABSTAIN
+                        ),
+                    )
+                ]
+            )
+            return QueryAnswered(
+                **base, answer=ABSTAIN, abstained=True, model=self.llm.model, timings_ms=timings
+            )
+        if self.on_prompt is not None:
+            self.on_prompt(q.query_id, prompt.messages)
+        usage = Usage()
+        parts: list[str] = []
+        pending: list[str] = []
+        seq = 0
+        first_token_ms: float | None = None
+        with tracer.start_as_current_span("generation") as span:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.request.model", self.llm.model)
+            span.set_attribute("gen_ai.request.max_tokens", self.cfg.answer_max_tokens)
+            async for piece in self.llm.stream(prompt.messages, self.cfg.answer_max_tokens, usage):
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - t0) * 1000
+                parts.append(piece)
+                pending.append(piece)
+                if len(pending) >= self.cfg.stream_batch_tokens:
+                    await send(
+                        [
+                            Outbound(
+                                ANSWERS.name,
+                                key,
+                                AnswerDelta(
+                                    **ev.caused(producer="generation"),
+                                    query_id=q.query_id,
+                                    seq=seq,
+                                    text="".join(pending),
+                                ),
+                            )
+                        ]
+                    )
+                    seq += 1
+                    pending = []
+            if pending:
+                await send(
+                    [
+                        Outbound(
+                            ANSWERS.name,
+                            key,
+                            AnswerDelta(
+                                **ev.caused(producer="generation"),
+                                query_id=q.query_id,
+                                seq=seq,
+                                text="".join(pending),
+                            ),
+                        )
+                    ]
+                )
+            usage.prompt_tokens = usage.prompt_tokens or sum(
+                self.count_tokens(m["content"]) for m in prompt.messages
+            )
+            usage.completion_tokens = usage.completion_tokens or self.count_tokens("".join(parts))
+            span.set_attribute("gen_ai.response.model", self.llm.model)
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        raw = "".join(parts).strip()
+        abstained = is_abstention(raw)
+        text, citations = (ABSTAIN, []) if abstained else shape_citations(raw, prompt)
+        if abstained:
+            ABSTAINED.labels(q.request_class, "model").inc()
+        PROMPT_TOKENS.labels(q.request_class).observe(usage.prompt_tokens)
+        COMPLETION_TOKENS.labels(q.request_class).observe(usage.completion_tokens)
+        timings["generation"] = (time.perf_counter() - t0) * 1000 - timings["prompt"]
+        if first_token_ms is not None:
+            timings["first_token"] = first_token_ms
+        return QueryAnswered(
+            **base,
+            answer=text,
+            abstained=abstained,
+            citations=tuple(citations),
+            model=self.llm.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            timings_ms=timings,
+        )
+
+
+def build_handler(gen: Generator, send: Send):
+    async def handle(items: list[Inbound]) -> list[Outbound]:
+        outs: list[Outbound] = []
+        for item in items:
+            ev: QueryReranked = item.event
+            key = ev.query.query_id.encode()
+            try:
+                final = await gen.answer(ev, send)
+            except Exception as exc:
+                final = QueryFailed(
+                    **ev.caused(producer="generation"),
+                    query_id=ev.query.query_id,
+                    subject=ev.query.caller.subject,
+                    stage="generation",
+                    reason=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            outs.append(Outbound(ANSWERS.name, key, final))
+        return outs
+
+    return handle

@@ -1,0 +1,159 @@
+"""Retrieval consumer.
+
+In:  ragstream.query.requested.v1 (QueryRequested)
+Out: ragstream.query.retrieved.v1 (QueryRetrieved); ragstream.query.answers.v1 (QueryFailed) on a bad request
+Group: ragstream.retrieval. Ack: commit after the output is acknowledged. Idempotency: keyed by query id;
+a replay re-runs a read-only search and publishes the same query id again (the gateway keeps the first).
+Authorization is a where-filter inside the hybrid search: chunks the caller may not read are never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+from ragstream.adapters.embedder import Embedder
+from ragstream.adapters.store import WeaviateStore, acl_filter, search
+from ragstream.core.acl import caller_terms
+from ragstream.core.rewrite import normalize_query
+from ragstream.runtime.worker import Inbound, Outbound, TransientError
+from ragstream.settings import ServingSettings
+from schemas.envelope import utcnow
+from schemas.serving import Passage, QueryFailed, QueryRequested, QueryRetrieved
+from schemas.topics import ANSWERS, CONSUMERS
+
+SPEC = CONSUMERS["retrieval"]
+RESULTS = Histogram(
+    "ragstream_retrieval_results",
+    "Passages returned per query",
+    ["request_class"],
+    buckets=(0, 1, 2, 4, 8, 16, 32, 64),
+)
+TOP_SCORE = Histogram(
+    "ragstream_retrieval_top_score",
+    "Best fused score per query",
+    ["request_class"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+EMPTY = Counter("ragstream_retrieval_empty_results", "Queries with no authorized result", ["request_class"])
+TOP_K = Histogram(
+    "ragstream_retrieval_top_k", "Requested top-k", ["request_class"], buckets=(1, 4, 8, 16, 32, 64)
+)
+
+
+@dataclass
+class Retriever:
+    store: WeaviateStore
+    embedder: Embedder
+    cfg: ServingSettings
+    generation: str
+    acl_in_search: bool = True  # only tests switch this off, to prove the second check holds
+
+    def retrieve(self, ev: QueryRequested) -> QueryRetrieved:
+        q = ev.query
+        t0 = time.perf_counter()
+        text = normalize_query(q.question, self.cfg.max_question_chars)
+        passages: list[Passage] = []
+        timings: dict[str, float] = {}
+        if text and self.store.has_tenant(ev.tenant_id):
+            vector = self.embedder.embed([text])[0] if q.mode != "bm25" else None
+            timings["embed"] = (time.perf_counter() - t0) * 1000
+            principals, groups = caller_terms(q.caller)
+            limit = max(q.top_k, self.cfg.candidate_k)
+            hits = search(
+                self.store,
+                ev.tenant_id,
+                text,
+                vector,
+                limit=limit,
+                acl=acl_filter(principals, groups) if self.acl_in_search else None,
+                filters=q.filters,
+                mode=q.mode,
+                alpha=self.cfg.hybrid_alpha,
+                fusion=self.cfg.fusion,
+            )
+            timings["search"] = (time.perf_counter() - t0) * 1000 - timings["embed"]
+            states = self.store.get_states(ev.tenant_id, [h.properties["document_id"] for h in hits])
+            for h in hits:
+                p = h.properties
+                state = states.get(p["document_id"])
+                if state is None or state.live_version != p.get("source_version"):
+                    continue  # a version being replaced or removed: readers see only the live one
+                passages.append(
+                    Passage(
+                        chunk_id=h.chunk_id,
+                        document_id=p["document_id"],
+                        text=p.get("text", ""),
+                        title=p.get("title", ""),
+                        source_id=p.get("source_id", ""),
+                        source_version=p.get("source_version", ""),
+                        heading_path=tuple(x for x in (p.get("heading") or "").split(" > ") if x),
+                        acl_principals=tuple(p.get("acl_principals") or ()),
+                        acl_groups=tuple(p.get("acl_groups") or ()),
+                        generation=p.get("generation", self.generation),
+                        score=h.score,
+                        retrieval_rank=len(passages) + 1,
+                    )
+                )
+        cls = q.request_class
+        TOP_K.labels(cls).observe(q.top_k)
+        RESULTS.labels(cls).observe(len(passages))
+        if passages:
+            TOP_SCORE.labels(cls).observe(passages[0].score)
+        else:
+            EMPTY.labels(cls).inc()
+        timings["retrieval"] = (time.perf_counter() - t0) * 1000
+        return QueryRetrieved(
+            **ev.caused(producer="retrieval"),
+            query=q,
+            rewritten=text,
+            passages=tuple(passages),
+            generation=self.generation,
+            timings_ms=timings,
+        )
+
+
+def build_handler(retriever: Retriever):  # returns the worker's Handler
+    out_topic = SPEC.output
+    assert out_topic is not None
+
+    async def handle(items: list[Inbound]) -> list[Outbound]:
+        outputs: list[Outbound] = []
+        for item in items:
+            ev: QueryRequested = item.event
+            key = ev.query.query_id.encode()
+            if utcnow() > ev.query.deadline_at:
+                failed = QueryFailed(
+                    **ev.caused(producer="retrieval"),
+                    query_id=ev.query.query_id,
+                    subject=ev.query.caller.subject,
+                    stage="retrieval",
+                    reason="deadline exceeded",
+                )
+                outputs.append(Outbound(ANSWERS.name, key, failed))
+                continue
+            try:
+                out = await asyncio.to_thread(retriever.retrieve, ev)
+            except ValueError as exc:  # a bad filter: the caller's mistake, answered, not retried
+                failed = QueryFailed(
+                    **ev.caused(producer="retrieval"),
+                    query_id=ev.query.query_id,
+                    subject=ev.query.caller.subject,
+                    stage="retrieval",
+                    reason=str(exc),
+                )
+                outputs.append(Outbound(ANSWERS.name, key, failed))
+                continue
+            except Exception as exc:
+                from consumers.ingestion.embedder import TRANSIENT
+
+                if isinstance(exc, TRANSIENT):
+                    raise TransientError(f"weaviate: {exc}") from exc
+                raise
+            outputs.append(Outbound(out_topic, key, out))
+        return outputs
+
+    return handle

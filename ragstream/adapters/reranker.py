@@ -1,0 +1,70 @@
+"""Rerankers behind one Protocol: none, a sentence-transformers CrossEncoder, or a remote /rerank API."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import httpx
+
+
+class Reranker(Protocol):
+    name: str
+
+    def score(self, query: str, texts: list[str]) -> list[float]: ...
+
+
+class NoReranker:
+    name = "none"
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        return [float(-i) for i in range(len(texts))]  # keeps retrieval order
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder by local path (or model id where a hub is reachable)."""
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        self.name = f"cross-encoder:{model}"
+        self._model = CrossEncoder(model, device=device)
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        return [float(s) for s in self._model.predict([(query, t) for t in texts], show_progress_bar=False)]
+
+
+class HttpReranker:
+    """The `/rerank` API of TEI, vLLM and Infinity: {query, texts} -> [{index, score}]."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.name = f"http:{url}"
+        self._url = url
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        resp = self._client.post(self._url, json={"query": query, "texts": texts, "raw_scores": False})
+        resp.raise_for_status()
+        body = resp.json()
+        items = body.get("results", body) if isinstance(body, dict) else body
+        scores = [0.0] * len(texts)
+        for item in items:
+            scores[int(item["index"])] = float(item.get("score", item.get("relevance_score", 0.0)))
+        return scores
+
+
+def from_spec(spec: str) -> Reranker:
+    """`none`, `cross-encoder:<path or id>`, `http:<url>`."""
+    if spec in ("", "none"):
+        return NoReranker()
+    kind, _, target = spec.partition(":")
+    if kind == "cross-encoder":
+        return CrossEncoderReranker(target)
+    if kind == "http":
+        return HttpReranker(target)
+    raise ValueError(f"unknown reranker {spec!r}: use none, cross-encoder:<model>, http:<url>")
