@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
@@ -179,8 +180,22 @@ class Worker:
         while not self._stopping.is_set():
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             for tp, records in batches.items():
-                if records:
+                if not records:
+                    continue
+                try:
                     await self._process(tp, records)
+                except Exception:
+                    if self._stopping.is_set():
+                        return
+                    # Nothing was committed: rewind so these records are fetched again, never skipped.
+                    log.exception(
+                        "%s: batch failed before commit; retrying from offset %d",
+                        self.spec.name,
+                        records[0].offset,
+                    )
+                    with contextlib.suppress(Exception):  # revoked in a rebalance: the next owner re-reads
+                        self.consumer.seek(tp, records[0].offset)
+                    await asyncio.sleep(1.0)
 
     async def _process(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         stage = self.spec.name
