@@ -104,3 +104,10 @@ def settings(services: Services) -> Settings:
 def unique() -> str:
     """A short unique token for topic, collection and tenant names of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ragstream.adapters.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(Settings().embedding)

@@ -278,6 +278,8 @@ class WeaviateStore:
 
     def document_chunks(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
         """The live version's chunks of one document, as a reader sees them."""
+        if not self.has_tenant(tenant):
+            return []
         for _ in range(3):
             state = self.get_state(tenant, document_id)
             if state is None:

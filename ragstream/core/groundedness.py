@@ -1,0 +1,554 @@
+"""Groundedness: is every statement of an answer supported by the passages it was given? No API, no network.
+
+Method (evals/GROUNDEDNESS.md has the full description and the measured figures):
+  1. Split the answer into statements (sentences, semicolon clauses).
+  2. Type each statement's content tokens: numbers, dates and proper names are *critical*; other content
+     words are *soft*; a few generic relation words are *light*. Words the question already contains
+     prove little (restating the question is no support), so they weigh less.
+  3. Match tokens against the passages after accent folding, number normalization, light stemming,
+     irregular verb forms and a small table of general English synonyms; optionally an injected
+     sentence embedder vouches for soft words that only a paraphrase explains.
+  4. A critical token missing from the passages, a name not found as written, a negation the aligned
+     passage sentence does not share, or facts scattered over unrelated sentences reject the statement.
+  5. A bare yes/no cannot be checked word by word: it is accepted when the passages cover the names the
+     question asks about.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+
+# Statement score needed for support; chosen on the calibration half of HaluEval QA (GROUNDEDNESS.md).
+DEFAULT_THRESHOLD = 0.75
+
+
+class SentenceEmbedder(Protocol):
+    """Texts to L2-normalized rows (ragstream.adapters.embedder.SentenceTransformerEmbedder fits)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    text: str
+    supported: bool
+    score: float  # in [0, 1]
+    passage_index: int | None  # the passage carrying most of the statement; None when nothing matched
+    unsupported: tuple[str, ...] = ()  # claim words the passages do not carry
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GroundednessResult:
+    score: float  # in [0, 1]: mean statement score
+    grounded: bool  # every statement supported
+    threshold: float
+    statements: tuple[StatementResult, ...] = field(default_factory=tuple)
+
+    @property
+    def supported_share(self) -> float:
+        """Share of the answer's statements that the passages support."""
+        if not self.statements:
+            return 0.0
+        return sum(s.supported for s in self.statements) / len(self.statements)
+
+
+# ---------------------------------------------------------------- vocabulary
+
+_STOP = frozenset(
+    """a an the and or but if of to in on at by for with from into onto over under about as than then
+    that this these those there here which who whom whose what when where why how is are was were be been
+    being am do does did done has have had having it its he him his she her hers they them their theirs
+    we us our you your i me my mine so such also very too just only both either each any all some most more
+    many much few other another same own can could will would shall should may might must upon via per
+    while during after before since until between among against within through throughout across along
+    around toward towards up down out off again further whether because though although yes no not nor
+    never none n't""".split()
+)
+# Generic relation words: paraphrases swap them freely, so their absence is weak evidence.
+_LIGHT = frozenset(
+    """known called named name located based situated find made make become considered regarded refer
+    part member type kind form currently also well""".split()
+)
+_NEGATION = frozenset({"not", "no", "never", "n't", "none", "neither", "nor", "without", "cannot", "nobody"})
+_YES_NO = frozenset({"yes", "no"})
+_AUX_START = re.compile(r"^\W*(are|is|was|were|do|does|did|has|have|had|can|could|will|would)\b", re.I)
+_NUM_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
+    "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18",
+    "nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+    "seventy": "70", "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000",
+    "million": "1000000", "billion": "1000000000", "first": "1", "second": "2", "third": "3",
+    "fourth": "4", "fifth": "5", "sixth": "6", "seventh": "7", "eighth": "8", "ninth": "9", "tenth": "10",
+    "twice": "2", "thrice": "3",
+}  # fmt: skip
+_MONTHS = frozenset("january february march april june july august september october november december".split())
+_IRREGULAR = {
+    "won": "win", "wrote": "write", "written": "write", "began": "begin", "begun": "begin", "made": "make",
+    "led": "lead", "sold": "sell", "bought": "buy", "held": "hold", "ran": "run", "grew": "grow",
+    "grown": "grow", "took": "take", "taken": "take", "gave": "give", "given": "give", "became": "become",
+    "came": "come", "met": "meet", "built": "build", "taught": "teach", "fought": "fight", "told": "tell",
+    "sang": "sing", "sung": "sing", "drew": "draw", "drawn": "draw", "chose": "choose", "chosen": "choose",
+    "spoke": "speak", "spoken": "speak", "flew": "fly", "flown": "fly", "knew": "know", "known": "know",
+    "saw": "see", "seen": "see", "went": "go", "gone": "go", "lost": "lose", "fell": "fall",
+    "fallen": "fall", "died": "die", "dies": "die", "dying": "die", "brought": "bring", "kept": "keep",
+    "paid": "pay", "sent": "send", "spent": "spend", "stood": "stand", "struck": "strike", "wore": "wear",
+    "worn": "wear", "shot": "shoot", "thought": "think", "sought": "seek", "caught": "catch",
+    "children": "child", "men": "man", "women": "woman", "people": "person", "feet": "foot",
+}  # fmt: skip
+# General English near-synonyms a faithful paraphrase uses (not tuned to any data set).
+_SYNONYM_GROUPS = (
+    "found establish create start launch incorporate",
+    "begin start commence",
+    "company firm business corporation enterprise",
+    "die death decease",
+    "film movie",
+    "write author",
+    "singer vocalist",
+    "locate base situate headquarter",
+    "large big",
+    "largest biggest",
+    "small little",
+    "famous renowned noted notable",
+    "award prize honor honour",
+    "receive earn",
+    "marry wed",
+    "buy purchase acquire",
+    "show series programme program",
+    "nation country",
+    "job occupation profession career",
+    "play star appear feature portray",
+    "song single track",
+    "lead head",
+    "elder older",
+    "near nearby close",
+    "direct helm",
+    "home house",
+    "create design develop",
+)
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th|s)?|[^\W\d_]+(?:'[^\W\d_]+)*|n't", re.UNICODE)
+_ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th|s)$")
+
+
+def fold(text: str) -> str:
+    """Accents stripped, curly quotes and dashes straightened: 'Renée' and 'Renee' must match."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u2013": "-", "\u2014": "-"}))
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to meet 'defeating'/'defeated', 'studies'/'study'."""
+    w = _IRREGULAR.get(word, word)
+    if len(w) <= 3:
+        return w
+    for suf, rep, min_len in (
+        ("ies", "y", 5), ("sses", "ss", 5), ("ness", "", 7), ("ments", "ment", 7), ("ings", "", 6),
+        ("ing", "", 6), ("edly", "", 7), ("ied", "y", 5), ("ed", "", 5), ("ly", "", 6), ("es", "", 5),
+        ("s", "", 4),
+    ):  # fmt: skip
+        if w.endswith(suf) and len(w) >= min_len and not (suf == "s" and w.endswith(("ss", "us", "is"))):
+            w = w[: len(w) - len(suf)] + rep
+            break
+    if w.endswith("e") and len(w) > 4:
+        w = w[:-1]  # 'create'/'created'/'creating' share 'creat'
+    return w
+
+
+def _synonym_index() -> dict[str, frozenset[int]]:
+    idx: dict[str, set[int]] = {}
+    for gid, group in enumerate(_SYNONYM_GROUPS):
+        for word in group.split():
+            idx.setdefault(stem(word), set()).add(gid)
+    return {k: frozenset(v) for k, v in idx.items()}
+
+
+_SYNONYMS = _synonym_index()
+
+
+@dataclass(frozen=True)
+class Token:
+    surface: str  # as written (case kept)
+    norm: str  # folded, lowercased; numbers as digits
+    stem: str
+    is_number: bool
+    is_capital: bool
+    index: int  # position among the text's word tokens
+
+
+def _norm_word(low: str) -> str:
+    if low.endswith("'s"):
+        return low[:-2]
+    if "'" in low and low != "n't":
+        head, _, rest = low.partition("'")
+        return rest.replace("'", "") if len(head) == 1 else (head + rest).replace("'", "")  # l'Etranger, O'Brien
+    return low
+
+
+def tokenize(text: str) -> list[Token]:
+    out: list[Token] = []
+    for m in _TOKEN.finditer(fold(text)):
+        raw = m.group(0)
+        low = raw.lower()
+        num: str | None = None
+        if raw[0].isdigit():
+            digits = low.replace(",", "")
+            om = _ORDINAL.match(digits)
+            num = (om.group(1) if om else digits).lstrip("0") or "0"
+        elif low in _NUM_WORDS:
+            num = _NUM_WORDS[low]
+        if low.endswith("n't") and low != "n't":
+            low = low[:-3]
+        norm = num if num is not None else _norm_word(low)
+        if not norm:
+            continue
+        out.append(Token(raw, norm, norm if num is not None else stem(norm), num is not None, raw[0].isupper(), len(out)))
+        if raw.lower().endswith("n't") and raw.lower() != "n't":
+            out.append(Token("n't", "n't", "n't", False, False, len(out)))
+    return out
+
+
+# Sentence ends: '.', '!' or '?' before a capital, digit or quote, unless the dot closes an initial or a
+# common abbreviation. Scraped passages often glue sentences ("1846).First"), so no space is required.
+_ABBREV = re.compile(
+    r"(?:\b[A-Z]|\bSt|\bMr|\bMrs|\bMs|\bDr|\bJr|\bSr|\bInc|\bLtd|\bCo|\bCorp|\bvs|\bNo|\bVol|\bU\.S|\bU\.K|"
+    r"\bal|\betc|\bapprox|\bMt|\bFt|\bGen|\bGov|\bSen|\bRep|\bRev|\bProf)\.$"
+)
+_SENT_END = re.compile(r"[.!?](?=[\"')\]]?\s*[A-Z0-9\"'(])|[.!?]\s*$|;\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    for m in _SENT_END.finditer(text):
+        if text[m.start()] == "." and _ABBREV.search(text[start : m.start() + 1]):
+            continue
+        parts.append(text[start : m.end()])
+        start = m.end()
+    parts.append(text[start:])
+    return [p for p in (p.strip(" ;\n\t") for p in parts) if any(c.isalnum() for c in p)]
+
+
+def split_statements(answer: str) -> list[str]:
+    """Sentences and semicolon clauses; a bare phrase answer is one statement."""
+    return split_sentences(answer.strip())
+
+
+def _is_content(t: Token) -> bool:
+    return t.is_number or (t.norm not in _STOP and len(t.norm) > 1)
+
+
+def _is_critical(t: Token) -> bool:
+    # a capital at a statement's start may only be grammar ("The", "Founded"); inside it marks a name
+    return t.is_number or t.norm in _MONTHS or (t.is_capital and t.index > 0)
+
+
+# ---------------------------------------------------------------- passages
+
+
+@dataclass
+class _Passage:
+    tokens: list[Token]
+    norms: set[str]
+    stems: set[str]
+    positions: dict[str, list[int]]  # stem -> token positions, for phrase checks
+    sentences: list[set[str]]  # stems per sentence, for locality
+    sentence_tokens: list[list[Token]]
+    offsets: list[int]  # passage number of each sentence (windows never cross passages)
+
+
+def _index_passages(texts: Sequence[str]) -> _Passage:
+    tokens: list[Token] = []
+    sentence_tokens: list[list[Token]] = []
+    offsets: list[int] = []
+    for n, text in enumerate(texts):
+        for s in split_sentences(text) or [text]:
+            st = tokenize(s)
+            sentence_tokens.append(st)
+            offsets.append(n)
+            tokens.extend(st)
+        tokens.append(Token("", "\x00", "\x00", False, False, -1))  # no phrase spans two passages
+    positions: dict[str, list[int]] = {}
+    for i, t in enumerate(tokens):
+        positions.setdefault(t.stem, []).append(i)
+    return _Passage(
+        tokens=tokens,
+        norms={t.norm for t in tokens},
+        stems=set(positions),
+        positions=positions,
+        sentences=[{t.stem for t in s} for s in sentence_tokens],
+        sentence_tokens=sentence_tokens,
+        offsets=offsets,
+    )
+
+
+def _prefix_match(stem_: str, stems: set[str]) -> str | None:
+    """'America'/'American', 'Bavaria'/'Bavarian': a long shared prefix covering most of both words."""
+    if len(stem_) < 5:
+        return None
+    for s in stems:
+        if len(s) >= 5 and s[0] == stem_[0]:
+            short, long_ = (s, stem_) if len(s) <= len(stem_) else (stem_, s)
+            if long_.startswith(short) and len(short) >= 0.75 * len(long_):
+                return s
+    return None
+
+
+def _match(t: Token, p: _Passage) -> tuple[float, str | None]:
+    """Support of one token and the passage stem that carries it: exact 1.0, prefix 0.8, synonym 0.9."""
+    if t.norm in p.norms or t.stem in p.stems:
+        return 1.0, t.stem
+    if t.is_number:
+        return 0.0, None  # numbers match exactly or not at all
+    groups = _SYNONYMS.get(t.stem)
+    if groups:
+        for s in p.stems:
+            if groups & _SYNONYMS.get(s, frozenset()):
+                return 0.9, s
+    pref = _prefix_match(t.stem, p.stems)
+    if pref is not None:
+        return 0.8, pref
+    return 0.0, None
+
+
+def _phrase_in(run: list[Token], p: _Passage, max_gap: int = 3) -> bool:
+    """Names written together appear in order within a few tokens (room for middle names)."""
+    for a, b in zip(run, run[1:], strict=False):
+        pa, pb = p.positions.get(a.stem, []), p.positions.get(b.stem, [])
+        if not any(0 < j - i <= max_gap for i in pa for j in pb):
+            return False
+    return True
+
+
+def _capital_runs(toks: Sequence[Token]) -> list[list[Token]]:
+    runs: list[list[Token]] = []
+    cur: list[Token] = []
+    for t in [*toks, Token("", "", "", False, False, -1)]:
+        if t.is_capital and not t.is_number and t.norm not in _STOP:
+            cur.append(t)
+            continue
+        if len(cur) >= 2:
+            runs.append(cur)
+        cur = []
+    return runs
+
+
+def _negations(toks: Sequence[Token]) -> list[int]:
+    # "No. 7" is a number sign, not a negation
+    return [
+        i
+        for i, t in enumerate(toks)
+        if t.norm in _NEGATION and not (t.norm == "no" and i + 1 < len(toks) and toks[i + 1].is_number)
+    ]
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class _Question:
+    stems: frozenset[str]
+    names: tuple[Token, ...]  # the names and numbers the question asks about
+    yes_no: bool
+
+
+def _read_question(question: str | None) -> _Question:
+    if not question:
+        return _Question(frozenset(), (), False)
+    toks = tokenize(question)
+    return _Question(
+        stems=frozenset(t.stem for t in toks if _is_content(t)),
+        names=tuple(t for t in toks if _is_content(t) and _is_critical(t)),
+        yes_no=bool(_AUX_START.match(fold(question))),
+    )
+
+
+@dataclass
+class _Claim:
+    """Per-token evidence of one statement."""
+
+    tokens: list[Token]
+    weights: list[float]
+    support: list[float]
+    carriers: list[str | None]  # passage stems matched
+
+    def score(self) -> float:
+        total = sum(self.weights)
+        return sum(w * s for w, s in zip(self.weights, self.support, strict=True)) / total if total else 0.0
+
+
+class GroundednessScorer:
+    """Statement-level support of an answer by passages; deterministic and CPU-only.
+
+    `embedder` (optional) lets soft words that no passage word matches be vouched for by a paraphrase-level
+    sentence similarity; without it the scorer is purely lexical and fast.
+    """
+
+    def __init__(
+        self,
+        threshold: float = DEFAULT_THRESHOLD,
+        embedder: SentenceEmbedder | None = None,
+        *,
+        critical_weight: float = 2.0,
+        soft_weight: float = 1.0,
+        light_weight: float = 0.3,
+        question_weight: float = 0.25,
+        locality_window: int = 2,
+        paraphrase_similarity: float = 0.8,
+    ) -> None:
+        self.threshold = threshold
+        self.embedder = embedder
+        self.critical_weight = critical_weight
+        self.soft_weight = soft_weight
+        self.light_weight = light_weight
+        self.question_weight = question_weight
+        self.locality_window = locality_window
+        self.paraphrase_similarity = paraphrase_similarity
+
+    def score(self, answer: str, passages: list[str], question: str | None = None) -> GroundednessResult:
+        texts = [p for p in passages if p and p.strip()]
+        statements = split_statements(answer)
+        if not texts or not statements:
+            why = "no passages" if not texts else "empty answer"
+            res = tuple(StatementResult(s, False, 0.0, None, reason=why) for s in statements)
+            return GroundednessResult(0.0, False, self.threshold, res)
+        index = _index_passages(texts)
+        q = _read_question(question)
+        results = tuple(self._statement(s, index, q) for s in statements)
+        overall = sum(r.score for r in results) / len(results)
+        return GroundednessResult(round(overall, 4), all(r.supported for r in results), self.threshold, results)
+
+    # one statement --------------------------------------------------------------------------------
+
+    def _statement(self, text: str, p: _Passage, q: _Question) -> StatementResult:
+        toks = tokenize(text)
+        content = [t for t in toks if _is_content(t)]
+        if not content and {t.norm for t in toks} & _YES_NO:
+            return self._polarity(text, p, q)
+        if not content:
+            content = [t for t in toks if len(t.norm) > 1 or t.is_capital]  # "For Against", "D.O."
+        if not content:
+            return StatementResult(text, False, 0.0, None, reason="no content")
+        novel = [t for t in content if t.stem not in q.stems]
+        if not novel and len(content) >= 4 and len(content) >= 0.6 * len(q.stems):
+            return self._result(text, 0.0, p, content, [], "restates the question; no new claim")
+
+        claim = self._weigh(content, p, q, bool(novel))
+        score = claim.score()
+        missing = [t for t, s in zip(claim.tokens, claim.support, strict=True) if s == 0.0]
+        reason = ""
+        if any(_is_critical(t) for t in missing):
+            score, reason = min(score, 0.3), "number, date or name not in the passages"
+        elif missing and self.embedder is not None and self._paraphrase(text, p):
+            score = max(score, self.threshold)  # only soft words missing and a close source sentence
+        for run in _capital_runs(toks):
+            if all(_match(t, p)[0] > 0 for t in run) and not _phrase_in(run, p):
+                score = min(score, 0.4)
+                reason = f"name {' '.join(t.surface for t in run)!r} not found as written"
+        locality = self._locality(claim, p)
+        if locality < 1.0:
+            score *= 0.5 + 0.5 * locality
+            reason = reason or f"facts spread over unrelated sentences (locality {locality:.2f})"
+        if self._negation_differs(toks, content, p):
+            score, reason = min(score, 0.2), "negation differs from the passage"
+        return self._result(text, score, p, content, [t.surface for t in missing], reason)
+
+    def _weigh(self, content: list[Token], p: _Passage, q: _Question, has_novel: bool) -> _Claim:
+        weights: list[float] = []
+        support: list[float] = []
+        carriers: list[str | None] = []
+        for t in content:
+            if _is_critical(t):
+                w = self.critical_weight
+            elif t.norm in _LIGHT:
+                w = self.light_weight
+            else:
+                w = self.soft_weight
+            if has_novel and t.stem in q.stems:
+                w *= self.question_weight  # the question's own words prove little
+            s, carrier = _match(t, p)
+            weights.append(w)
+            support.append(s)
+            carriers.append(carrier)
+        return _Claim(content, weights, support, carriers)
+
+    def _locality(self, claim: _Claim, p: _Passage) -> float:
+        """Share of the matched claim words that one window of consecutive sentences holds together."""
+        found = {c for c, t in zip(claim.carriers, claim.tokens, strict=True) if c and t.norm not in _LIGHT}
+        if len(found) <= 2:
+            return 1.0
+        best = 0
+        n = len(p.sentences)
+        for i in range(n):
+            window: set[str] = set()
+            for j in range(i, min(n, i + self.locality_window)):
+                if p.offsets[j] != p.offsets[i]:
+                    break
+                window |= p.sentences[j]
+            best = max(best, len(found & window))
+        return best / len(found)
+
+    def _negation_differs(self, toks: list[Token], content: list[Token], p: _Passage) -> bool:
+        """A negated statement needs a negated source sentence; a plain clause must not drop a nearby 'not'."""
+        stems = {t.stem for t in content}
+        best, best_n = None, 1
+        for sent in p.sentence_tokens:
+            n = len(stems & {t.stem for t in sent})
+            if n > best_n:
+                best, best_n = sent, n
+        if best is None:
+            return False
+        if _negations(toks):
+            return not _negations(best)
+        if len(content) < 4:
+            return False  # a bare name or phrase asserts no predicate to negate
+        return any(
+            any(t.stem in stems for t in best[max(0, i - 2) : i + 3] if t.norm not in _NEGATION)
+            for i in _negations(best)
+        )
+
+    def _polarity(self, text: str, p: _Passage, q: _Question) -> StatementResult:
+        """A bare yes/no: a 'no' is right exactly when the asked property is absent, so only the names asked
+        about must be in the passages."""
+        if not q.names:
+            return StatementResult(text, False, 0.0, None, reason="yes/no without a question to check")
+        cover = sum(_match(t, p)[0] > 0 for t in q.names) / len(q.names)
+        ok = "yes/no: passages cover the question"
+        return self._result(text, cover, p, list(q.names), [], ok if cover >= self.threshold else "question not covered")
+
+    def _paraphrase(self, text: str, p: _Passage) -> bool:
+        assert self.embedder is not None
+        sents = [" ".join(t.surface for t in s) for s in p.sentence_tokens if s]
+        vecs = self.embedder.embed([text, *sents])
+        return bool(len(sents)) and float(np.max(vecs[1:] @ vecs[0])) >= self.paraphrase_similarity
+
+    def _result(
+        self, text: str, score: float, p: _Passage, content: list[Token], missing: list[str], reason: str
+    ) -> StatementResult:
+        supported = score >= self.threshold
+        return StatementResult(
+            text=text,
+            supported=supported,
+            score=round(max(0.0, min(1.0, score)), 4),
+            passage_index=_best_passage(content, p),
+            unsupported=tuple(missing),
+            reason=reason or ("supported" if supported else "too little of the statement is in the passages"),
+        )
+
+
+def _best_passage(content: list[Token], p: _Passage) -> int | None:
+    counts: dict[int, int] = {}
+    stems = {t.stem for t in content}
+    for sent, n in zip(p.sentences, p.offsets, strict=True):
+        counts[n] = counts.get(n, 0) + len(stems & sent)
+    best = max(counts.items(), key=lambda kv: (kv[1], -kv[0]), default=(None, 0))
+    return best[0] if best[1] > 0 else None

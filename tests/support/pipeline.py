@@ -1,0 +1,88 @@
+"""An isolated pipeline for one test: own topic prefix, own index generation (own Weaviate collections)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from producers.folder_publish import publish_folder
+from ragstream.adapters.store import WeaviateStore
+from ragstream.adapters.weaviate_client import connect
+from ragstream.runtime.pipeline import LocalPipeline
+from ragstream.settings import Settings
+from schemas.ingestion import Acl
+from tests.support.kafka import create_topics, isolated
+
+
+def isolated_pipeline_settings(settings: Settings, unique: str, **changes: Any) -> Settings:
+    index = settings.index.model_copy(update={"generation": f"t{unique}"})
+    return isolated(settings, unique, partitions=2, index=index, **changes)
+
+
+class Harness:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Any,
+        names: tuple[str, ...],
+        overrides: dict | None = None,
+        tmp: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.pipeline = LocalPipeline(settings, names, {"*": {"embedder": embedder}, **(overrides or {})})
+        self.client = connect(settings.weaviate)
+        self.store = WeaviateStore(
+            self.client,
+            settings.index.chunks_collection,
+            f"{settings.index.documents_collection}_{settings.index.generation}",
+        )
+
+    async def __aenter__(self) -> Harness:
+        await create_topics(self.settings.kafka)
+        await self.pipeline.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pipeline.stop()
+        for name in (self.store.chunks_name, self.store.documents_name):
+            self.client.collections.delete(name)
+        self.client.close()
+
+    async def publish(
+        self,
+        folder: Path,
+        tenant: str,
+        groups: tuple[str, ...] = ("everyone",),
+        wait: bool = True,
+        timeout_s: float = 300,
+    ) -> dict[str, Any]:
+        assert self.tmp is not None
+        return await publish_folder(
+            self.settings,
+            folder,
+            tenant,
+            Acl(groups=groups),
+            wait=wait,
+            timeout_s=timeout_s,
+            state_dir=self.tmp / "state",
+        )
+
+    def chunk_ids(self, tenant: str) -> set[str]:
+        if not self.store.has_tenant(tenant):
+            return set()
+        return {str(o.uuid) for o in self.store.chunks(tenant).iterator(return_properties=[])}
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 60.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s: {check}")
+        await asyncio.sleep(interval)
