@@ -133,7 +133,9 @@ class ServingSettings(BaseModel):
     answer_max_tokens: int = 256
     stream_batch_tokens: int = 4
     llm_rewrite: bool = False
-    min_context_score: float = 0.0
+    # Passages whose embedding similarity to the question is below this never reach the prompt; with none
+    # left the answer is an abstention (small models answer confidently from irrelevant text otherwise).
+    min_relevance: float = 0.25
 
 
 class LLMSettings(BaseModel):
@@ -141,12 +143,12 @@ class LLMSettings(BaseModel):
 
     model_config = _FROZEN
     base_url: str = "http://127.0.0.1:18090/v1"
-    model: str = "qwen2.5-0.5b-instruct-q4_k_m"
+    model: str = "qwen2.5-1.5b-instruct-q4_k_m"
     api_key: SecretStr = SecretStr("")
     temperature: float = 0.0
     timeout_s: float = 120.0
     # The local model server (`ragstream stack up`): which packaged GGUF to serve.
-    local_model: str = "qwen2.5-0.5b"  # qwen2.5-0.5b | qwen2.5-1.5b | smollm2-135m | none
+    local_model: str = "qwen2.5-1.5b"  # qwen2.5-1.5b | qwen2.5-0.5b | smollm2-135m | none
     local_port: int = 18090
     local_threads: int = 2
     local_ctx: int = 4096

@@ -57,6 +57,7 @@ class Passage(BaseModel):
     acl_groups: tuple[str, ...] = ()
     generation: str = ""
     score: float = 0.0
+    relevance: float | None = None  # cosine(question, chunk) from the embedding model; None for bm25-only
     retrieval_rank: int = 0
 
 

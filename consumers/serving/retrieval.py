@@ -82,6 +82,8 @@ class Retriever:
                 state = states.get(p["document_id"])
                 if state is None or state.live_version != p.get("source_version"):
                     continue  # a version being replaced or removed: readers see only the live one
+                if h.relevance is not None and h.relevance < self.cfg.min_relevance:
+                    continue
                 passages.append(
                     Passage(
                         chunk_id=h.chunk_id,

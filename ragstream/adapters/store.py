@@ -309,6 +309,7 @@ class SearchHit(BaseModel):
     chunk_id: str
     score: float
     properties: dict[str, Any]
+    relevance: float | None = None
 
 
 def acl_filter(principals: Sequence[str], groups: Sequence[str]) -> Any:
@@ -348,12 +349,14 @@ def search(
     """BM25, dense or hybrid search in one tenant; `acl` is a where-filter applied inside the search."""
     from weaviate.classes.query import HybridFusion
 
+    q_vec = np.asarray(vector, dtype=np.float32) if vector is not None else None
     where = acl
     extra = request_filter(filters or {})
     if extra is not None:
         where = extra if where is None else Filter.all_of([where, extra])
     coll = store.chunks(tenant)
     meta = MetadataQuery(score=True, distance=True)
+    with_vec = vector is not None
     if mode == "bm25":
         res = coll.query.bm25(
             query=query,
@@ -361,10 +364,15 @@ def search(
             limit=limit,
             filters=where,
             return_metadata=meta,
+            include_vector=with_vec,
         )
     elif mode == "dense":
         res = coll.query.near_vector(
-            near_vector=list(vector or []), limit=limit, filters=where, return_metadata=meta
+            near_vector=list(vector or []),
+            limit=limit,
+            filters=where,
+            return_metadata=meta,
+            include_vector=with_vec,
         )
     else:
         res = coll.query.hybrid(
@@ -376,9 +384,21 @@ def search(
             filters=where,
             return_metadata=meta,
             fusion_type=HybridFusion.RELATIVE_SCORE if fusion == "relative_score" else HybridFusion.RANKED,
+            include_vector=with_vec,
         )
     hits = []
     for o in res.objects:
         score = o.metadata.score if o.metadata.score is not None else 1.0 - float(o.metadata.distance or 1.0)
-        hits.append(SearchHit(chunk_id=str(o.uuid), score=float(score or 0.0), properties=dict(o.properties)))
+        relevance = None
+        if with_vec and o.vector.get("default") is not None:
+            # Both sides are unit-normalized, so the dot product is the cosine.
+            relevance = float(np.dot(np.asarray(o.vector["default"], dtype=np.float32), q_vec))
+        hits.append(
+            SearchHit(
+                chunk_id=str(o.uuid),
+                score=float(score or 0.0),
+                properties=dict(o.properties),
+                relevance=relevance,
+            )
+        )
     return hits

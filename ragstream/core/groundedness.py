@@ -90,7 +90,9 @@ _NUM_WORDS = {
     "fourth": "4", "fifth": "5", "sixth": "6", "seventh": "7", "eighth": "8", "ninth": "9", "tenth": "10",
     "twice": "2", "thrice": "3",
 }  # fmt: skip
-_MONTHS = frozenset("january february march april june july august september october november december".split())
+_MONTHS = frozenset(
+    "january february march april june july august september october november december".split()
+)
 _IRREGULAR = {
     "won": "win", "wrote": "write", "written": "write", "began": "begin", "begun": "begin", "made": "make",
     "led": "lead", "sold": "sell", "bought": "buy", "held": "hold", "ran": "run", "grew": "grow",
@@ -133,6 +135,10 @@ _SYNONYM_GROUPS = (
     "direct helm",
     "home house",
     "create design develop",
+    "build construct erect",
+    "win receive earn award",
+    "own belong",
+    "start open",
 )
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th|s)?|[^\W\d_]+(?:'[^\W\d_]+)*|n't", re.UNICODE)
 _ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th|s)$")
@@ -190,7 +196,9 @@ def _norm_word(low: str) -> str:
         return low[:-2]
     if "'" in low and low != "n't":
         head, _, rest = low.partition("'")
-        return rest.replace("'", "") if len(head) == 1 else (head + rest).replace("'", "")  # l'Etranger, O'Brien
+        return (
+            rest.replace("'", "") if len(head) == 1 else (head + rest).replace("'", "")
+        )  # l'Etranger, O'Brien
     return low
 
 
@@ -211,7 +219,16 @@ def tokenize(text: str) -> list[Token]:
         norm = num if num is not None else _norm_word(low)
         if not norm:
             continue
-        out.append(Token(raw, norm, norm if num is not None else stem(norm), num is not None, raw[0].isupper(), len(out)))
+        out.append(
+            Token(
+                raw,
+                norm,
+                norm if num is not None else stem(norm),
+                num is not None,
+                raw[0].isupper(),
+                len(out),
+            )
+        )
         if raw.lower().endswith("n't") and raw.lower() != "n't":
             out.append(Token("n't", "n't", "n't", False, False, len(out)))
     return out
@@ -244,7 +261,8 @@ def split_statements(answer: str) -> list[str]:
 
 
 def _is_content(t: Token) -> bool:
-    return t.is_number or (t.norm not in _STOP and len(t.norm) > 1)
+    # short lowercase fragments ("co" of "co-starred") carry no claim; short names ("G", "UK") do
+    return t.is_number or (t.norm not in _STOP and (len(t.norm) > 2 or t.is_capital))
 
 
 def _is_critical(t: Token) -> bool:
@@ -264,6 +282,7 @@ class _Passage:
     sentences: list[set[str]]  # stems per sentence, for locality
     sentence_tokens: list[list[Token]]
     offsets: list[int]  # passage number of each sentence (windows never cross passages)
+    continues: list[bool]  # the sentence opens with an anaphor ("It", "She", "The company") of the one before
 
 
 def _index_passages(texts: Sequence[str]) -> _Passage:
@@ -288,7 +307,23 @@ def _index_passages(texts: Sequence[str]) -> _Passage:
         sentences=[{t.stem for t in s} for s in sentence_tokens],
         sentence_tokens=sentence_tokens,
         offsets=offsets,
+        continues=[
+            i > 0 and offsets[i] == offsets[i - 1] and _anaphoric(st) for i, st in enumerate(sentence_tokens)
+        ],
     )
+
+
+_PRONOUNS = frozenset({"he", "she", "it", "they", "his", "her", "its", "their", "this", "these", "there"})
+
+
+def _anaphoric(sent: list[Token]) -> bool:
+    """Opens with a pronoun or a bare definite description: it goes on about the previous sentence's subject."""
+    if not sent:
+        return False
+    first = sent[0].norm
+    if first in _PRONOUNS:
+        return True
+    return first in {"the", "this", "these"} and len(sent) > 1 and not sent[1].is_capital
 
 
 def _prefix_match(stem_: str, stems: set[str]) -> str | None:
@@ -402,9 +437,13 @@ class GroundednessScorer:
         soft_weight: float = 1.0,
         light_weight: float = 0.3,
         question_weight: float = 0.25,
-        locality_window: int = 2,
+        locality_window: int = 1,
         paraphrase_similarity: float = 0.8,
+        missing_penalty: float = 0.7,
+        locality_weight: float = 0.5,
     ) -> None:
+        self.locality_weight = locality_weight
+        self.missing_penalty = missing_penalty
         self.threshold = threshold
         self.embedder = embedder
         self.critical_weight = critical_weight
@@ -425,7 +464,9 @@ class GroundednessScorer:
         q = _read_question(question)
         results = tuple(self._statement(s, index, q) for s in statements)
         overall = sum(r.score for r in results) / len(results)
-        return GroundednessResult(round(overall, 4), all(r.supported for r in results), self.threshold, results)
+        return GroundednessResult(
+            round(overall, 4), all(r.supported for r in results), self.threshold, results
+        )
 
     # one statement --------------------------------------------------------------------------------
 
@@ -446,17 +487,20 @@ class GroundednessScorer:
         score = claim.score()
         missing = [t for t, s in zip(claim.tokens, claim.support, strict=True) if s == 0.0]
         reason = ""
+        soft_missing = [t for t in missing if t.norm not in _LIGHT and t.stem not in q.stems]
         if any(_is_critical(t) for t in missing):
             score, reason = min(score, 0.3), "number, date or name not in the passages"
-        elif missing and self.embedder is not None and self._paraphrase(text, p):
-            score = max(score, self.threshold)  # only soft words missing and a close source sentence
+        elif soft_missing and not (self.embedder is not None and self._paraphrase(text, p)):
+            # every new content word is a claim: one the passages lack costs more than its weight
+            score *= self.missing_penalty ** len(soft_missing)
+            reason = "words not in the passages: " + ", ".join(t.surface for t in soft_missing)
         for run in _capital_runs(toks):
             if all(_match(t, p)[0] > 0 for t in run) and not _phrase_in(run, p):
                 score = min(score, 0.4)
                 reason = f"name {' '.join(t.surface for t in run)!r} not found as written"
         locality = self._locality(claim, p)
         if locality < 1.0:
-            score *= 0.5 + 0.5 * locality
+            score *= (1 - self.locality_weight) + self.locality_weight * locality
             reason = reason or f"facts spread over unrelated sentences (locality {locality:.2f})"
         if self._negation_differs(toks, content, p):
             score, reason = min(score, 0.2), "negation differs from the passage"
@@ -473,27 +517,31 @@ class GroundednessScorer:
                 w = self.light_weight
             else:
                 w = self.soft_weight
-            if has_novel and t.stem in q.stems:
-                w *= self.question_weight  # the question's own words prove little
             s, carrier = _match(t, p)
+            if has_novel and t.stem in q.stems and s > 0:
+                w *= self.question_weight  # the question's own words prove little, but must be there
             weights.append(w)
             support.append(s)
             carriers.append(carrier)
         return _Claim(content, weights, support, carriers)
 
     def _locality(self, claim: _Claim, p: _Passage) -> float:
-        """Share of the matched claim words that one window of consecutive sentences holds together."""
+        """Share of the matched claim words that one stretch of text about one subject holds together.
+
+        A stretch is `locality_window` consecutive sentences plus any that continue them anaphorically;
+        a statement stitched from sentences about different subjects scores low.
+        """
         found = {c for c, t in zip(claim.carriers, claim.tokens, strict=True) if c and t.norm not in _LIGHT}
         if len(found) <= 2:
             return 1.0
         best = 0
         n = len(p.sentences)
         for i in range(n):
-            window: set[str] = set()
-            for j in range(i, min(n, i + self.locality_window)):
-                if p.offsets[j] != p.offsets[i]:
-                    break
+            window = set(p.sentences[i])
+            j = i + 1
+            while j < n and p.offsets[j] == p.offsets[i] and (j - i < self.locality_window or p.continues[j]):
                 window |= p.sentences[j]
+                j += 1
             best = max(best, len(found & window))
         return best / len(found)
 
@@ -507,14 +555,15 @@ class GroundednessScorer:
                 best, best_n = sent, n
         if best is None:
             return False
-        if _negations(toks):
-            return not _negations(best)
-        if len(content) < 4:
+        mine = len(_negations(toks))
+        if not mine and len(content) < 4:
             return False  # a bare name or phrase asserts no predicate to negate
-        return any(
-            any(t.stem in stems for t in best[max(0, i - 2) : i + 3] if t.norm not in _NEGATION)
+        # negations of the source sentence that bear on words of this statement
+        theirs = sum(
+            any(t.stem in stems for t in best[max(0, i - 3) : i + 4] if t.norm not in _NEGATION)
             for i in _negations(best)
         )
+        return mine != theirs
 
     def _polarity(self, text: str, p: _Passage, q: _Question) -> StatementResult:
         """A bare yes/no: a 'no' is right exactly when the asked property is absent, so only the names asked
@@ -523,7 +572,9 @@ class GroundednessScorer:
             return StatementResult(text, False, 0.0, None, reason="yes/no without a question to check")
         cover = sum(_match(t, p)[0] > 0 for t in q.names) / len(q.names)
         ok = "yes/no: passages cover the question"
-        return self._result(text, cover, p, list(q.names), [], ok if cover >= self.threshold else "question not covered")
+        return self._result(
+            text, cover, p, list(q.names), [], ok if cover >= self.threshold else "question not covered"
+        )
 
     def _paraphrase(self, text: str, p: _Passage) -> bool:
         assert self.embedder is not None

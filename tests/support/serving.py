@@ -1,0 +1,93 @@
+"""Send queries as events (as the gateway does) and collect what the pipeline answers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime.worker import Producer
+from ragstream.settings import Settings
+from schemas.envelope import utcnow
+from schemas.errors import decode
+from schemas.serving import Caller, QueryRequested, QuerySpec
+from schemas.topics import ANSWERS, QUERIES_REQUESTED, QUERIES_RETRIEVED
+
+
+class QueryClient:
+    """Publishes QueryRequested; follows the answers and retrieved topics from the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.producer = Producer(settings)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
+        self.events: dict[str, list[Any]] = defaultdict(list)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> QueryClient:
+        await self.producer.start()
+        await self.consumer.start()
+        tps = []
+        for topic in (ANSWERS.name, QUERIES_RETRIEVED.name):
+            tps += await partitions_of(self.consumer, self.s.kafka.topic_prefix + topic)
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self.consumer.position(tp)
+        self._task = asyncio.create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def _pump(self) -> None:
+        prefix = self.s.kafka.topic_prefix
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for tp, records in batch.items():
+                topic = tp.topic.removeprefix(prefix)
+                for r in records:
+                    ev = decode(topic, r.value or b"")
+                    qid = getattr(ev, "query_id", None) or ev.query.query_id
+                    self.events[qid].append(ev)
+
+    async def ask(
+        self,
+        tenant: str,
+        subject: str,
+        groups: tuple[str, ...],
+        question: str,
+        *,
+        top_k: int = 8,
+        timeout_s: float = 60.0,
+        request_class: str = "interactive",
+    ) -> dict[str, Any]:
+        qid = str(uuid.uuid4())
+        spec = QuerySpec(
+            query_id=qid,
+            question=question,
+            caller=Caller(subject=subject, groups=groups),
+            top_k=top_k,
+            request_class=request_class,  # type: ignore[arg-type]
+            deadline_at=utcnow() + timedelta(seconds=timeout_s),
+        )
+        await self.producer.send(
+            QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
+        )
+        async with asyncio.timeout(timeout_s):
+            while not any(e.type in ("QueryAnswered", "QueryFailed") for e in self.events[qid]):
+                await asyncio.sleep(0.02)
+        evs = self.events[qid]
+        final = next(e for e in evs if e.type in ("QueryAnswered", "QueryFailed"))
+        retrieved = next((e for e in evs if e.type == "QueryRetrieved"), None)
+        return {"final": final, "retrieved": retrieved, "deltas": [e for e in evs if e.type == "AnswerDelta"]}
