@@ -88,7 +88,7 @@ class ExtractiveStub:
     """
 
     model = "extractive-stub"
-    _PASSAGE = re.compile(r'<passage id="(\d+)"[^>]*>\n(.*?)\n</passage>', re.S)
+    _PASSAGE = re.compile(r'<passage id="(\d+)"[^\n]*\n(.*?)\n</passage>', re.S)
 
     async def stream(
         self, messages: list[dict[str, str]], max_tokens: int, usage: Usage

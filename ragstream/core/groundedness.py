@@ -438,10 +438,12 @@ class GroundednessScorer:
         light_weight: float = 0.3,
         question_weight: float = 0.25,
         locality_window: int = 1,
-        paraphrase_similarity: float = 0.8,
+        word_similarity: float = 0.7,
         missing_penalty: float = 0.7,
         locality_weight: float = 0.5,
+        locality_question_weight: float = 1.0,
     ) -> None:
+        self.locality_question_weight = locality_question_weight
         self.locality_weight = locality_weight
         self.missing_penalty = missing_penalty
         self.threshold = threshold
@@ -451,7 +453,8 @@ class GroundednessScorer:
         self.light_weight = light_weight
         self.question_weight = question_weight
         self.locality_window = locality_window
-        self.paraphrase_similarity = paraphrase_similarity
+        self.word_similarity = word_similarity
+        self._vectors: dict[str, np.ndarray] = {}
 
     def score(self, answer: str, passages: list[str], question: str | None = None) -> GroundednessResult:
         texts = [p for p in passages if p and p.strip()]
@@ -490,7 +493,7 @@ class GroundednessScorer:
         soft_missing = [t for t in missing if t.norm not in _LIGHT and t.stem not in q.stems]
         if any(_is_critical(t) for t in missing):
             score, reason = min(score, 0.3), "number, date or name not in the passages"
-        elif soft_missing and not (self.embedder is not None and self._paraphrase(text, p)):
+        elif soft_missing:
             # every new content word is a claim: one the passages lack costs more than its weight
             score *= self.missing_penalty ** len(soft_missing)
             reason = "words not in the passages: " + ", ".join(t.surface for t in soft_missing)
@@ -498,7 +501,7 @@ class GroundednessScorer:
             if all(_match(t, p)[0] > 0 for t in run) and not _phrase_in(run, p):
                 score = min(score, 0.4)
                 reason = f"name {' '.join(t.surface for t in run)!r} not found as written"
-        locality = self._locality(claim, p)
+        locality = self._locality(claim, p, q)
         if locality < 1.0:
             score *= (1 - self.locality_weight) + self.locality_weight * locality
             reason = reason or f"facts spread over unrelated sentences (locality {locality:.2f})"
@@ -518,6 +521,8 @@ class GroundednessScorer:
             else:
                 w = self.soft_weight
             s, carrier = _match(t, p)
+            if s == 0.0 and self.embedder is not None and not _is_critical(t):
+                s, carrier = self._similar_word(t, p)
             if has_novel and t.stem in q.stems and s > 0:
                 w *= self.question_weight  # the question's own words prove little, but must be there
             weights.append(w)
@@ -525,16 +530,22 @@ class GroundednessScorer:
             carriers.append(carrier)
         return _Claim(content, weights, support, carriers)
 
-    def _locality(self, claim: _Claim, p: _Passage) -> float:
+    def _locality(self, claim: _Claim, p: _Passage, q: _Question) -> float:
         """Share of the matched claim words that one stretch of text about one subject holds together.
 
         A stretch is `locality_window` consecutive sentences plus any that continue them anaphorically;
         a statement stitched from sentences about different subjects scores low.
         """
-        found = {c for c, t in zip(claim.carriers, claim.tokens, strict=True) if c and t.norm not in _LIGHT}
+        weight: dict[str, float] = {}
+        for c, t in zip(claim.carriers, claim.tokens, strict=True):
+            if c and t.norm not in _LIGHT:
+                w = self.locality_question_weight if t.stem in q.stems else 1.0
+                weight[c] = max(weight.get(c, 0.0), w)
+        found = {c for c, w in weight.items() if w > 0}
         if len(found) <= 2:
             return 1.0
-        best = 0
+        total = sum(weight.values())
+        best = 0.0
         n = len(p.sentences)
         for i in range(n):
             window = set(p.sentences[i])
@@ -542,20 +553,20 @@ class GroundednessScorer:
             while j < n and p.offsets[j] == p.offsets[i] and (j - i < self.locality_window or p.continues[j]):
                 window |= p.sentences[j]
                 j += 1
-            best = max(best, len(found & window))
-        return best / len(found)
+            best = max(best, sum(weight[c] for c in found & window))
+        return best / total
 
     def _negation_differs(self, toks: list[Token], content: list[Token], p: _Passage) -> bool:
         """A negated statement needs a negated source sentence; a plain clause must not drop a nearby 'not'."""
         stems = {t.stem for t in content}
-        best, best_n = None, 1
+        mine = len(_negations(toks))
+        best, best_n = None, 0 if mine else 1  # a negated claim is checked even when it is short
         for sent in p.sentence_tokens:
             n = len(stems & {t.stem for t in sent})
             if n > best_n:
                 best, best_n = sent, n
         if best is None:
             return False
-        mine = len(_negations(toks))
         if not mine and len(content) < 4:
             return False  # a bare name or phrase asserts no predicate to negate
         # negations of the source sentence that bear on words of this statement
@@ -576,11 +587,26 @@ class GroundednessScorer:
             text, cover, p, list(q.names), [], ok if cover >= self.threshold else "question not covered"
         )
 
-    def _paraphrase(self, text: str, p: _Passage) -> bool:
+    def _similar_word(self, t: Token, p: _Passage) -> tuple[float, str | None]:
+        """Embedder-vouched synonym: the passage content word closest in meaning, if close enough."""
+        words = sorted({w.norm for w in p.tokens if _is_content(w) and not w.is_number and w.index >= 0})
+        if not words:
+            return 0.0, None
+        vecs = self._word_vectors([t.norm, *words])
+        sims = vecs[1:] @ vecs[0]
+        i = int(np.argmax(sims))
+        if float(sims[i]) < self.word_similarity:
+            return 0.0, None
+        return 0.8, stem(words[i])
+
+    def _word_vectors(self, words: list[str]) -> np.ndarray:
         assert self.embedder is not None
-        sents = [" ".join(t.surface for t in s) for s in p.sentence_tokens if s]
-        vecs = self.embedder.embed([text, *sents])
-        return bool(len(sents)) and float(np.max(vecs[1:] @ vecs[0])) >= self.paraphrase_similarity
+        todo = [w for w in dict.fromkeys(words) if w not in self._vectors]
+        if todo:
+            if len(self._vectors) > 200_000:
+                self._vectors.clear()  # bounded memory on long runs
+            self._vectors.update(zip(todo, self.embedder.embed(todo), strict=True))
+        return np.stack([self._vectors[w] for w in words])
 
     def _result(
         self, text: str, score: float, p: _Passage, content: list[Token], missing: list[str], reason: str
