@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ragstream.cli import dlq, lineage, publish, stack, worker
+from ragstream.cli import demo, dlq, lineage, publish, stack, worker
 
 app = typer.Typer(
     name="ragstream",
@@ -17,6 +17,7 @@ app.command()(worker.worker)
 app.command()(publish.publish)
 app.add_typer(dlq.app, name="dlq")
 app.command()(lineage.lineage)
+app.command()(demo.demo)
 
 
 def _optional(module: str, name: str) -> None:

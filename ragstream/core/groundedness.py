@@ -75,7 +75,7 @@ _STOP = frozenset(
 # Generic relation words: paraphrases swap them freely, so their absence is weak evidence.
 _LIGHT = frozenset(
     """known called named name located based situated find made make become considered regarded refer
-    part member type kind form currently also well""".split()
+    part member type kind form currently also well stand stands lie lies sit sits""".split()
 )
 _NEGATION = frozenset({"not", "no", "never", "n't", "none", "neither", "nor", "without", "cannot", "nobody"})
 _YES_NO = frozenset({"yes", "no"})
@@ -164,6 +164,8 @@ def stem(word: str) -> str:
     ):  # fmt: skip
         if w.endswith(suf) and len(w) >= min_len and not (suf == "s" and w.endswith(("ss", "us", "is"))):
             w = w[: len(w) - len(suf)] + rep
+            if suf in {"ed", "ing", "ings"} and len(w) > 3 and w[-1] == w[-2] and w[-1] not in "lsz":
+                w = w[:-1]  # 'starred'/'stars', 'stopping'/'stop'
             break
     if w.endswith("e") and len(w) > 4:
         w = w[:-1]  # 'create'/'created'/'creating' share 'creat'
@@ -255,9 +257,30 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in (p.strip(" ;\n\t") for p in parts) if any(c.isalnum() for c in p)]
 
 
+# ", which owns Longines," / ", who co-starred with X," / ", a Swiss watchmaker founded in 1983": a fact of
+# its own about the words just before the comma.
+_ASIDE = re.compile(r",\s+(?P<rel>which|who|an?)\s+(?P<body>[^,;]+?)(?:,\s*|\s*(?=[.!?]?\s*$))")
+_HEAD = re.compile(r"((?:[A-Z][\w'.-]*\s+)*[A-Z][\w'.-]*|\w+)\s*$")
+
+
+def _split_asides(sentence: str) -> list[str]:
+    out: list[str] = []
+    main = sentence
+    for m in list(_ASIDE.finditer(sentence))[::-1]:
+        head = _HEAD.search(sentence[: m.start()])
+        if head is None or len(m.group("body").split()) < 2:
+            continue
+        link = "is" if m.group("rel").lower() in {"a", "an"} else ""
+        rel = m.group("rel") if link else ""
+        out.append(" ".join(w for w in (head.group(1), link, rel, m.group("body")) if w))
+        tail = sentence[m.end() :]
+        main = main[: m.start()] + (" " if tail.strip(" .!?") else "") + main[m.end() :]
+    return [main.strip(), *out[::-1]]
+
+
 def split_statements(answer: str) -> list[str]:
-    """Sentences and semicolon clauses; a bare phrase answer is one statement."""
-    return split_sentences(answer.strip())
+    """Sentences, semicolon clauses and comma-delimited asides; a bare phrase answer is one statement."""
+    return [c for s in split_sentences(answer.strip()) for c in _split_asides(s) if c.strip(" .!?")]
 
 
 def _is_content(t: Token) -> bool:
@@ -313,17 +336,18 @@ def _index_passages(texts: Sequence[str]) -> _Passage:
     )
 
 
-_PRONOUNS = frozenset({"he", "she", "it", "they", "his", "her", "its", "their", "this", "these", "there"})
+_PRONOUNS = frozenset({"he", "she", "it", "they", "his", "her", "its", "their"})
+_ANAPHOR_SPAN = 12  # tokens: a pronoun this early is the sentence's subject or close to it
 
 
 def _anaphoric(sent: list[Token]) -> bool:
-    """Opens with a pronoun or a bare definite description: it goes on about the previous sentence's subject."""
+    """Refers back with a pronoun early on, or opens with a bare definite description ("The company"):
+    it goes on about the previous sentence's subject."""
     if not sent:
         return False
-    first = sent[0].norm
-    if first in _PRONOUNS:
+    if any(t.norm in _PRONOUNS for t in sent[:_ANAPHOR_SPAN]):
         return True
-    return first in {"the", "this", "these"} and len(sent) > 1 and not sent[1].is_capital
+    return sent[0].norm in {"the", "this", "these"} and len(sent) > 1 and not sent[1].is_capital
 
 
 def _prefix_match(stem_: str, stems: set[str]) -> str | None:
@@ -339,7 +363,7 @@ def _prefix_match(stem_: str, stems: set[str]) -> str | None:
 
 
 def _match(t: Token, p: _Passage) -> tuple[float, str | None]:
-    """Support of one token and the passage stem that carries it: exact 1.0, prefix 0.8, synonym 0.9."""
+    """Support of one token and the passage stem that carries it: exact 1.0, synonym or long prefix 0.9."""
     if t.norm in p.norms or t.stem in p.stems:
         return 1.0, t.stem
     if t.is_number:
@@ -351,7 +375,7 @@ def _match(t: Token, p: _Passage) -> tuple[float, str | None]:
                 return 0.9, s
     pref = _prefix_match(t.stem, p.stems)
     if pref is not None:
-        return 0.8, pref
+        return 0.9, pref
     return 0.0, None
 
 
@@ -375,6 +399,26 @@ def _capital_runs(toks: Sequence[Token]) -> list[list[Token]]:
             runs.append(cur)
         cur = []
     return runs
+
+
+_ORDINAL_WORDS = frozenset({"second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"})
+
+
+def _superlative(t: Token) -> bool:
+    return t.norm in {"most", "least"} or (t.norm.endswith("est") and len(t.norm) > 4)
+
+
+def _dropped_rank(stmt: Sequence[Token], p: _Passage) -> str | None:
+    """'the longest' where the passages only ever say 'the second-longest': the rank was dropped."""
+    for i, t in enumerate(stmt):
+        if not _superlative(t) or (i > 0 and stmt[i - 1].surface.lower() in _ORDINAL_WORDS):
+            continue
+        spots = p.positions.get(t.stem, [])
+        ranked = [j for j in spots if j > 0 and p.tokens[j - 1].surface.lower() in _ORDINAL_WORDS]
+        if ranked and len(ranked) == len(spots):
+            j = ranked[0]
+            return f"{p.tokens[j - 1].surface}-{p.tokens[j].surface}"
+    return None
 
 
 def _negations(toks: Sequence[Token]) -> list[int]:
@@ -440,9 +484,11 @@ class GroundednessScorer:
         locality_window: int = 1,
         word_similarity: float = 0.7,
         missing_penalty: float = 0.7,
-        locality_weight: float = 0.5,
-        locality_question_weight: float = 1.0,
+        locality_weight: float = 1.0,
+        locality_question_weight: float = 0.5,
+        polarity_cover: float = 0.5,
     ) -> None:
+        self.polarity_cover = polarity_cover
         self.locality_question_weight = locality_question_weight
         self.locality_weight = locality_weight
         self.missing_penalty = missing_penalty
@@ -507,6 +553,9 @@ class GroundednessScorer:
             reason = reason or f"facts spread over unrelated sentences (locality {locality:.2f})"
         if self._negation_differs(toks, content, p):
             score, reason = min(score, 0.2), "negation differs from the passage"
+        dropped = _dropped_rank(toks, p)
+        if dropped:
+            score, reason = min(score, 0.3), f"the passages say {dropped!r}"
         return self._result(text, score, p, content, [t.surface for t in missing], reason)
 
     def _weigh(self, content: list[Token], p: _Passage, q: _Question, has_novel: bool) -> _Claim:
@@ -582,10 +631,9 @@ class GroundednessScorer:
         if not q.names:
             return StatementResult(text, False, 0.0, None, reason="yes/no without a question to check")
         cover = sum(_match(t, p)[0] > 0 for t in q.names) / len(q.names)
-        ok = "yes/no: passages cover the question"
-        return self._result(
-            text, cover, p, list(q.names), [], ok if cover >= self.threshold else "question not covered"
-        )
+        if cover < self.polarity_cover:
+            return self._result(text, 0.0, p, list(q.names), [], "yes/no: the passages miss what was asked about")
+        return self._result(text, 1.0, p, list(q.names), [], "yes/no: the passages cover the question")
 
     def _similar_word(self, t: Token, p: _Passage) -> tuple[float, str | None]:
         """Embedder-vouched synonym: the passage content word closest in meaning, if close enough."""

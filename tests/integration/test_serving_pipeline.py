@@ -15,9 +15,9 @@ import pytest
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.prompt import ABSTAIN
+from ragstream.runtime.queries import QueryClient
 from schemas.ingestion import Acl
 from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
-from tests.support.serving import QueryClient
 
 pytestmark = pytest.mark.integration
 ALL = ("normalizer", "chunker", "embedder", "retrieval", "rerank", "generation")

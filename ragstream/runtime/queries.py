@@ -1,4 +1,4 @@
-"""Send queries as events (as the gateway does) and collect what the pipeline answers."""
+"""Queries as events, as the gateway sends them, and what the pipeline answers (eval runner, demo, tests)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class QueryClient:
             bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
         )
         self.events: dict[str, list[Any]] = defaultdict(list)
+        self._done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> QueryClient:
@@ -60,6 +61,8 @@ class QueryClient:
                     ev = decode(topic, r.value or b"")
                     qid = getattr(ev, "query_id", None) or ev.query.query_id
                     self.events[qid].append(ev)
+                    if ev.type in ("QueryAnswered", "QueryFailed"):
+                        self._done[qid].set()
 
     async def ask(
         self,
@@ -84,10 +87,9 @@ class QueryClient:
         await self.producer.send(
             QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
         )
-        async with asyncio.timeout(timeout_s):
-            while not any(e.type in ("QueryAnswered", "QueryFailed") for e in self.events[qid]):
-                await asyncio.sleep(0.02)
-        evs = self.events[qid]
+        await asyncio.wait_for(self._done[qid].wait(), timeout_s)
+        evs = self.events.pop(qid)
+        self._done.pop(qid, None)
         final = next(e for e in evs if e.type in ("QueryAnswered", "QueryFailed"))
         retrieved = next((e for e in evs if e.type == "QueryRetrieved"), None)
         return {"final": final, "retrieved": retrieved, "deltas": [e for e in evs if e.type == "AnswerDelta"]}
