@@ -38,9 +38,9 @@ TRANSIENT = (
 )
 
 
-def embed_text(ev: DocumentChunked, text: str, heading_path: tuple[str, ...]) -> str:
+def embed_text(title: str, text: str, heading_path: tuple[str, ...]) -> str:
     """What the vector sees: title and heading path give a chunk its context."""
-    head = " > ".join(h for h in (ev.facts.title, *heading_path) if h)
+    head = " > ".join(h for h in (title, *heading_path) if h)
     return f"{head}\n{text}" if head else text
 
 
@@ -118,7 +118,9 @@ class Indexer:
                 timings_ms={**ev.timings_ms, "index": (time.perf_counter() - t0) * 1000},
             )
         if vectors is None:
-            vectors = self.embedder.embed([embed_text(ev, c.text, c.heading_path) for c in ev.chunks])
+            vectors = self.embedder.embed(
+                [embed_text(ev.facts.title, c.text, c.heading_path) for c in ev.chunks]
+            )
         now = utcnow()
         records = chunk_records(ev, self.embedder.model_id, self.generation, now)
         self.store.write_chunks(tenant, records, vectors)
@@ -212,7 +214,7 @@ class Indexer:
         spans: list[tuple[int, int]] = []
         for ev in events:
             start = len(texts)
-            texts.extend(embed_text(ev, c.text, c.heading_path) for c in ev.chunks)
+            texts.extend(embed_text(ev.facts.title, c.text, c.heading_path) for c in ev.chunks)
             spans.append((start, len(texts)))
         if not texts:
             return [None] * len(events)

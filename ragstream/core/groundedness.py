@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 # Statement score needed for support; chosen on the calibration half of HaluEval QA (GROUNDEDNESS.md).
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.88
 
 
 class SentenceEmbedder(Protocol):
@@ -401,7 +401,9 @@ def _capital_runs(toks: Sequence[Token]) -> list[list[Token]]:
     return runs
 
 
-_ORDINAL_WORDS = frozenset({"second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"})
+_ORDINAL_WORDS = frozenset(
+    {"second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"}
+)
 
 
 def _superlative(t: Token) -> bool:
@@ -632,7 +634,9 @@ class GroundednessScorer:
             return StatementResult(text, False, 0.0, None, reason="yes/no without a question to check")
         cover = sum(_match(t, p)[0] > 0 for t in q.names) / len(q.names)
         if cover < self.polarity_cover:
-            return self._result(text, 0.0, p, list(q.names), [], "yes/no: the passages miss what was asked about")
+            return self._result(
+                text, 0.0, p, list(q.names), [], "yes/no: the passages miss what was asked about"
+            )
         return self._result(text, 1.0, p, list(q.names), [], "yes/no: the passages cover the question")
 
     def _similar_word(self, t: Token, p: _Passage) -> tuple[float, str | None]:

@@ -1,0 +1,141 @@
+"""Ingestion benchmark on the running local stack (`ragstream stack up`).
+
+1. Throughput ratio, on the same chunks: end-to-end chunks/s (publish -> normalize -> chunk -> embed ->
+   Weaviate, receipts back) divided by raw `model.encode` chunks/s. Target >= 0.9.
+2. Freshness at half of the measured capacity: documents published at 50% of the end-to-end document rate;
+   publish -> searchable (receipt) p50/p95. Target p95 <= 2 s.
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import time
+from pathlib import Path
+
+from bench.common import isolated_settings, pct
+from consumers.ingestion.embedder import embed_text
+from producers.publisher import DocumentPublisher
+from producers.receipts import ReceiptWatcher
+from ragstream.adapters.embedder import SentenceTransformerEmbedder
+from ragstream.adapters.weaviate_client import connect
+from ragstream.core.chunk import ChunkingPolicy, chunk
+from ragstream.core.normalize import detect_mime, normalize
+from ragstream.core.tokenizer import default_tokenizer
+from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
+from ragstream.runtime.pipeline import LocalPipeline
+from schemas.ingestion import Acl
+
+FAQ = Path("/usr/share/doc/debian/FAQ")
+
+
+def corpus(limit: int) -> list[tuple[str, bytes]]:
+    docs = [(p.name, p.read_bytes()) for p in sorted(FAQ.glob("*.en.html"))]
+    docs.append(("debian-faq.txt", gzip.decompress((FAQ / "debian-faq.en.txt.gz").read_bytes())))
+    ref = Path("/usr/share/debian-reference")
+    docs += [(p.name, p.read_bytes()) for p in sorted(ref.glob("ch0*.en.html"))]
+    return docs[:limit]
+
+
+def chunk_texts(docs: list[tuple[str, bytes]], policy: ChunkingPolicy) -> list[str]:
+    """The exact texts the embedder will embed, built the same way the pipeline builds them."""
+    texts = []
+    for name, raw in docs:
+        doc = normalize(raw, detect_mime(name, raw))
+        for c in chunk(doc, policy, default_tokenizer(), tenant_id="b", document_id=name, source_version="v"):
+            texts.append(embed_text(doc.title, c.text, c.heading_path))
+    return texts
+
+
+async def run(limit: int, fresh_docs: int) -> dict[str, object]:
+    s = isolated_settings()
+    await ensure_topics(s.kafka, desired_topics(s.kafka))
+    docs = corpus(limit)
+    policy = ChunkingPolicy(
+        max_tokens=s.ingest.chunk_max_tokens, overlap_tokens=s.ingest.chunk_overlap_tokens
+    )
+    embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
+    texts = chunk_texts(docs, policy)
+    embedder.embed(texts[:64])  # warm-up
+    t = time.perf_counter()
+    embedder.embed(texts)
+    raw_cps = len(texts) / (time.perf_counter() - t)
+
+    pipeline = await LocalPipeline(
+        s, ("normalizer", "chunker", "embedder"), {"*": {"embedder": embedder}}
+    ).start()
+    watcher = ReceiptWatcher(s)
+    await watcher.start()
+    try:
+        sent: dict[str, float] = {}
+        t0 = time.perf_counter()
+        async with DocumentPublisher(s) as pub:
+            for name, raw in docs:
+                ev = await pub.upsert(
+                    "bench",
+                    name,
+                    content=raw,
+                    mime_type=detect_mime(name, raw),
+                    acl=Acl(groups=("everyone",)),
+                )
+                sent[ev.correlation_id] = time.monotonic()
+        receipts = await watcher.wait_for(sent, 900)
+        e2e_s = time.perf_counter() - t0
+        written = sum(getattr(r, "chunks_written", 0) for r in receipts.values())
+        e2e_cps = written / e2e_s
+        docs_per_s = len(receipts) / e2e_s
+
+        # Freshness at half capacity: small new documents at 50% of the measured document rate.
+        rate = max(0.5, docs_per_s / 2)
+        lat: list[float] = []
+        fresh: dict[str, float] = {}
+        async with DocumentPublisher(s) as pub:
+            for i in range(fresh_docs):
+                name, raw = docs[i % len(docs)]
+                ev = await pub.upsert(
+                    "bench-fresh",
+                    f"{i}-{name}",
+                    content=raw,
+                    mime_type=detect_mime(name, raw),
+                    acl=Acl(groups=("everyone",)),
+                )
+                fresh[ev.correlation_id] = time.monotonic()
+                await asyncio.sleep(1 / rate)
+        got = await watcher.wait_for(fresh, 300, lambda _r, dt: lat.append(dt))
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+        client = connect(s.weaviate)
+        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
+            client.collections.delete(name)
+        client.close()
+    assert written == len(texts), f"pipeline wrote {written} chunks, expected {len(texts)}"
+    return {
+        "documents": len(docs),
+        "chunks": len(texts),
+        "raw_encode_chunks_per_s": round(raw_cps, 1),
+        "e2e_chunks_per_s": round(e2e_cps, 1),
+        "throughput_ratio": round(e2e_cps / raw_cps, 3),
+        "e2e_documents_per_s": round(docs_per_s, 2),
+        "fresh_rate_docs_per_s": round(rate, 2),
+        "fresh_documents": len(got),
+        "freshness_p50_s": round(pct(lat, 0.5), 3),
+        "freshness_p95_s": round(pct(lat, 0.95), 3),
+        "targets": {"throughput_ratio": 0.9, "freshness_p95_s": 2.0},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--documents", type=int, default=40)
+    ap.add_argument("--fresh-documents", type=int, default=30)
+    args = ap.parse_args()
+    result = asyncio.run(run(args.documents, args.fresh_documents))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
