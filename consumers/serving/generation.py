@@ -20,10 +20,11 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from ragstream.adapters.llm import ChatModel, Usage
-from ragstream.adapters.store import WeaviateStore
+from ragstream.adapters.store import DocumentState, WeaviateStore
 from ragstream.core.acl import may_read, passage_allowed
 from ragstream.core.cite import is_abstention, shape_citations
 from ragstream.core.prompt import ABSTAIN, PromptDecision, TokenCounter, approx_tokens, assemble
+from ragstream.generations.routing import GenerationRouter
 from ragstream.runtime.worker import Inbound, Outbound
 from ragstream.settings import ServingSettings
 from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, QueryReranked
@@ -57,6 +58,19 @@ class Generator:
     count_tokens: TokenCounter = approx_tokens
     # Tests capture the exact messages the model received (to prove nothing unauthorized got there).
     on_prompt: Callable[[str, list[dict[str, str]]], None] | None = None
+    # The second check reads document state in the generation each passage came from.
+    router: GenerationRouter | None = None
+
+    def _live_states(self, tenant: str, passages: list[Passage]) -> dict[tuple[str, str], DocumentState]:
+        assert self.store is not None
+        by_gen: dict[str, list[str]] = {}
+        for p in passages:
+            by_gen.setdefault(p.generation, []).append(p.document_id)
+        out: dict[tuple[str, str], DocumentState] = {}
+        for gen, docs in by_gen.items():
+            store = self.router.store(gen) if self.router is not None and gen else self.store
+            out.update({(gen, d): st for d, st in store.get_states(tenant, docs).items()})
+        return out
 
     def authorize(self, ev: QueryReranked) -> tuple[list[Passage], list[PromptDecision]]:
         caller = ev.query.caller
@@ -68,10 +82,10 @@ class Generator:
             else:
                 denied.append(PromptDecision(p.chunk_id, False, "unauthorized"))
         if self.store is not None and allowed:
-            states = self.store.get_states(ev.tenant_id, [p.document_id for p in allowed])
+            states = self._live_states(ev.tenant_id, allowed)
             checked = []
             for p in allowed:
-                st = states.get(p.document_id)
+                st = states.get((p.generation, p.document_id))
                 if st is None or st.live_version != p.source_version:
                     denied.append(PromptDecision(p.chunk_id, False, "not_live"))
                 elif not may_read(st.acl_principals, st.acl_groups, caller):

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Histogram
 
 from ragstream.adapters.embedder import Embedder
-from ragstream.adapters.store import WeaviateStore, acl_filter, search
+from ragstream.adapters.store import DocumentState, SearchHit, WeaviateStore, acl_filter, search
 from ragstream.core.acl import caller_terms
 from ragstream.core.rewrite import normalize_query
+from ragstream.generations.routing import GenerationRouter, Route
+from ragstream.generations.signals import observe_retrieval
 from ragstream.runtime.worker import Inbound, Outbound, TransientError
 from ragstream.settings import ServingSettings
 from schemas.envelope import utcnow
@@ -51,6 +53,35 @@ class Retriever:
     cfg: ServingSettings
     generation: str
     acl_in_search: bool = True  # only tests switch this off, to prove the second check holds
+    # Resolves each query's generation (explicit, canary, tenant promotion, live alias); None: `store` only.
+    router: GenerationRouter | None = None
+
+    def route(self, ev: QueryRequested) -> Route:
+        q = ev.query
+        if self.router is not None:
+            return self.router.resolve(ev.tenant_id, q.caller.subject, q.generation)
+        if q.generation and q.generation != self.generation:
+            raise ValueError(f"unknown index generation {q.generation!r}")
+        return Route(self.store, self.generation, "static")
+
+    def _states(
+        self, tenant: str, route: Route, hits: list[SearchHit]
+    ) -> dict[tuple[str, str], DocumentState]:
+        """Document states of the generation each hit came from (an alias may have just switched)."""
+        by_gen: dict[str, list[str]] = {}
+        for h in hits:
+            by_gen.setdefault(h.properties.get("generation") or route.generation, []).append(
+                h.properties["document_id"]
+            )
+        out: dict[tuple[str, str], DocumentState] = {}
+        for gen, docs in by_gen.items():
+            store = (
+                route.store
+                if self.router is None or (gen == route.generation and route.reason != "live")
+                else self.router.store(gen)
+            )
+            out.update({(gen, d): st for d, st in store.get_states(tenant, docs).items()})
+        return out
 
     def retrieve(self, ev: QueryRequested) -> QueryRetrieved:
         q = ev.query
@@ -58,13 +89,15 @@ class Retriever:
         text = normalize_query(q.question, self.cfg.max_question_chars)
         passages: list[Passage] = []
         timings: dict[str, float] = {}
-        if text and self.store.has_tenant(ev.tenant_id):
+        route = self.route(ev)
+        served = route.generation
+        if text and route.store.has_tenant(ev.tenant_id):
             vector = self.embedder.embed([text])[0] if q.mode != "bm25" else None
             timings["embed"] = (time.perf_counter() - t0) * 1000
             principals, groups = caller_terms(q.caller)
             limit = max(q.top_k, self.cfg.candidate_k)
             hits = search(
-                self.store,
+                route.store,
                 ev.tenant_id,
                 text,
                 vector,
@@ -76,10 +109,12 @@ class Retriever:
                 fusion=self.cfg.fusion,
             )
             timings["search"] = (time.perf_counter() - t0) * 1000 - timings["embed"]
-            states = self.store.get_states(ev.tenant_id, [h.properties["document_id"] for h in hits])
+            if hits:
+                served = hits[0].properties.get("generation") or served
+            states = self._states(ev.tenant_id, route, hits)
             for h in hits:
                 p = h.properties
-                state = states.get(p["document_id"])
+                state = states.get((p.get("generation") or route.generation, p["document_id"]))
                 if state is None or state.live_version != p.get("source_version"):
                     continue  # a version being replaced or removed: readers see only the live one
                 if h.relevance is not None and h.relevance < self.cfg.min_relevance:
@@ -95,7 +130,7 @@ class Retriever:
                         heading_path=tuple(x for x in (p.get("heading") or "").split(" > ") if x),
                         acl_principals=tuple(p.get("acl_principals") or ()),
                         acl_groups=tuple(p.get("acl_groups") or ()),
-                        generation=p.get("generation", self.generation),
+                        generation=p.get("generation") or route.generation,
                         score=h.score,
                         retrieval_rank=len(passages) + 1,
                     )
@@ -108,12 +143,13 @@ class Retriever:
         else:
             EMPTY.labels(cls).inc()
         timings["retrieval"] = (time.perf_counter() - t0) * 1000
+        observe_retrieval(served, route.reason, timings["retrieval"] / 1000, len(passages))
         return QueryRetrieved(
             **ev.caused(producer="retrieval"),
             query=q,
             rewritten=text,
             passages=tuple(passages),
-            generation=self.generation,
+            generation=served,
             timings_ms=timings,
         )
 

@@ -21,6 +21,13 @@ def open_store(settings: Settings) -> tuple[Any, Any]:
     return client, store
 
 
+def open_router(settings: Settings, client: Any, store: Any) -> Any:
+    """Per-query generation routing (explicit, canary, per-tenant promotion, live alias)."""
+    from ragstream.generations.routing import GenerationRouter
+
+    return GenerationRouter(client, settings.index, default=store)
+
+
 def build_serving(
     name: str, settings: Settings, producer: Producer, **overrides: Any
 ) -> tuple[Handler, dict]:
@@ -36,6 +43,7 @@ def build_serving(
             settings.serving,
             settings.index.generation,
             acl_in_search=overrides.get("acl_in_search", True),
+            router=open_router(settings, client, store),
         )
         return retrieval.build_handler(retriever), {"close": client.close, "component": retriever}
     if name == "rerank":
@@ -57,6 +65,7 @@ def build_serving(
             llm,
             settings.serving,
             on_prompt=overrides.get("on_prompt"),
+            router=open_router(settings, client, store),
         )
         return generation.build_handler(gen, producer.send_many), {"close": client.close, "component": gen}
     raise ValueError(f"unknown consumer {name!r}")

@@ -1,0 +1,1 @@
+"""Generation consumers: the builder that replays the compacted source topic into a candidate collection."""
