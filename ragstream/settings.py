@@ -77,6 +77,27 @@ class IndexSettings(BaseModel):
         return f"{self.chunks_collection_prefix}_{self.generation}"
 
 
+class GenerationSettings(BaseModel):
+    """Index generations: the registry, promotion gate, retention, canary, re-embedding plan, backups."""
+
+    model_config = _FROZEN
+    registry_collection: str = "RagGenerations"  # the durable registry (a Weaviate collection)
+    keep_last: int = 3  # generations kept (live + rollback targets); older ones are retired
+    # Evaluation sets run against a candidate before promotion: "path" (evals.runner) or "recall:path".
+    eval_sets: tuple[str, ...] = ()
+    routing_ttl_s: float = 1.0  # how long a serving process caches the registry's routing view
+    canary_share: float = 0.05  # share of users served from a canary when `generation canary` gives none
+    lag_poll_s: float = 0.5
+    # Re-embedding plan: price per million tokens by embedding model id (else the default), and the
+    # costs it cannot measure without writing.
+    price_per_million_tokens: dict[str, float] = {}
+    default_price_per_million_tokens: float = 0.0
+    plan_sample_chunks: int = 256
+    write_chunks_per_s: float = 1500.0
+    build_startup_s: float = 3.0
+    backup_backend: str = "filesystem"  # filesystem | s3 | gcs | azure (the matching Weaviate module)
+
+
 class EmbeddingSettings(BaseModel):
     model_config = _FROZEN
     model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -177,6 +198,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     index: IndexSettings = IndexSettings()
+    generations: GenerationSettings = GenerationSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     ingest: IngestSettings = IngestSettings()
     auth: AuthSettings = AuthSettings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ragstream.cli import demo, dlq, lineage, publish, stack, worker
+from ragstream.cli import gateway as gateway_module
 
 app = typer.Typer(
     name="ragstream",
@@ -18,6 +19,9 @@ app.command()(publish.publish)
 app.add_typer(dlq.app, name="dlq")
 app.command()(lineage.lineage)
 app.command()(demo.demo)
+app.add_typer(gateway_module.app, name="gateway")
+app.command()(gateway_module.token)
+app.command()(gateway_module.ask)
 
 
 def _optional(module: str, name: str) -> None:

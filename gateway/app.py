@@ -1,0 +1,97 @@
+"""The gateway's FastAPI application: settings (+ optional fakes) in, an ASGI app out.
+
+`create_app(settings)` wires the Kafka publisher, the answer hub and the lag probe; tests pass in-memory
+ones instead. Lifespan starts them (the hub is positioned at the end of the answers topic before the first
+request is accepted) and stops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from gateway import metrics
+from gateway.backpressure import KafkaLagProbe, LagProbe
+from gateway.hub import AnswerHub, KafkaAnswerHub
+from gateway.middleware import BodyLimit, RequestMetrics
+from gateway.publisher import KafkaQueryPublisher, QueryPublisher
+from gateway.routes import ops, queries
+from gateway.service import Gateway, RejectedError
+from ragstream.settings import Settings
+
+DESCRIPTION = """\
+Ask questions over your tenant's documents. A query is an event: `POST /v1/queries` publishes it and answers
+202; follow it with `GET /v1/queries/{id}` or stream it with `GET /v1/queries/{id}/stream` (Server-Sent
+Events). `POST /v1/answer` waits for the answer. Tenant, user and groups come only from the credential
+(bearer JWT or `X-API-Key`); a caller sees only its own queries.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("ragstream")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+async def _rejected(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RejectedError)
+    metrics.REJECTED.labels(exc.reason).inc()
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    metrics.REJECTED.labels("invalid").inc()
+    return await request_validation_exception_handler(request, exc)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: QueryPublisher | None = None,
+    hub: AnswerHub | None = None,
+    lag_probe: LagProbe | None = None,
+    lag_interval_s: float = 2.0,
+) -> FastAPI:
+    """The gateway app; Kafka-backed collaborators unless given (a None lag probe means Kafka's)."""
+    gw = Gateway(
+        settings,
+        publisher or KafkaQueryPublisher(settings),
+        hub or KafkaAnswerHub(settings),
+        lag_probe or KafkaLagProbe(settings),
+    )
+    gw.admission.interval_s = lag_interval_s
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="ragstream gateway",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "queries", "description": "Ask, follow and stream queries"},
+            {"name": "ops", "description": "Health, readiness and metrics"},
+        ],
+    )
+    app.state.gateway = gw
+    app.include_router(queries)
+    app.include_router(ops)
+    app.add_exception_handler(RejectedError, _rejected)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_middleware(BodyLimit, max_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app
