@@ -78,6 +78,7 @@ class AnswerHub:
     def __init__(self, ttl_s: float = 600.0) -> None:
         self.ttl_s = ttl_s
         self.records: dict[str, QueryRecord] = {}
+        self._pending: set[str] = set()  # accepted here, no final yet
         self.ready = True
 
     async def start(self) -> None:
@@ -95,9 +96,11 @@ class AnswerHub:
             request_class,
             deadline=time.monotonic() + deadline_s,
         )
+        self._pending.add(query_id)
 
     def forget(self, query_id: str) -> None:
         self.records.pop(query_id, None)
+        self._pending.discard(query_id)
 
     def lookup(self, query_id: str, principal: Principal) -> QueryRecord | None:
         """The record when it exists and belongs to `principal`; None otherwise (the caller answers 404)."""
@@ -109,7 +112,7 @@ class AnswerHub:
 
     def inflight(self) -> int:
         """Queries accepted here that have no final yet."""
-        return sum(1 for r in self.records.values() if r.local and r.final is None)
+        return len(self._pending)
 
     def dispatch(self, ev: AnswerEvent) -> None:
         """Route one answers-topic event to its record."""
@@ -135,6 +138,7 @@ class AnswerHub:
     def _finish(self, rec: QueryRecord, final: Final, now: float) -> None:
         rec.final = final
         rec.finished_at = now
+        self._pending.discard(rec.query_id)
         if rec.local:
             outcome = "answered" if isinstance(final, QueryAnswered) else "failed"
             metrics.ANSWER_LATENCY.labels(rec.request_class, outcome).observe(now - rec.accepted_at)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from ragstream.runtime.worker import Producer
 from ragstream.settings import Settings
 from schemas.serving import QueryRequested
 from schemas.topics import QUERIES_REQUESTED
+
+tracer = trace.get_tracer("ragstream.gateway")
 
 
 class QueryPublisher(Protocol):
@@ -33,4 +38,9 @@ class KafkaQueryPublisher:
         await self._producer.stop()
 
     async def publish(self, event: QueryRequested) -> None:
-        await self._producer.send(QUERIES_REQUESTED.name, event, event.query.query_id.encode())
+        """The root span of the query's trace; the serving consumers continue it from the headers."""
+        qid = event.query.query_id
+        with tracer.start_as_current_span(
+            "query.request", kind=SpanKind.PRODUCER, attributes={"ragstream.query_id": qid}
+        ):
+            await self._producer.send(QUERIES_REQUESTED.name, event, qid.encode())

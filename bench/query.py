@@ -1,0 +1,233 @@
+"""Query benchmark on the running local stack (`ragstream stack up`).
+
+1. Event-path overhead (extractive stub generator, so the model is not measured): for each question, the
+   same stages called in-process (retrieve -> rerank -> generate, no Kafka) and the event path (publish
+   QueryRequested -> retrieval, rerank, generation consumers -> QueryAnswered seen by the gateway's
+   AnswerHub). Overhead = event - in-process, paired per question; p50/p95. Target p95 <= 25 ms.
+   Also the full HTTP path (POST /v1/answer through an in-process gateway) for reference.
+2. Time to first token with the local model server (when it answers at `llm.base_url`): a serving pipeline
+   with the OpenAI-compatible client, questions streamed through the gateway (SSE); client-side TTFT and
+   the generation worker's own first-token time.
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import isolated_settings, pct
+from gateway.app import create_app
+from gateway.auth import Principal, mint_token
+from gateway.client import GatewayClient
+from gateway.hub import KafkaAnswerHub
+from gateway.server import serve_in_process
+from producers.folder_publish import publish_folder
+from ragstream.adapters.embedder import SentenceTransformerEmbedder
+from ragstream.adapters.llm import ExtractiveStub
+from ragstream.adapters.weaviate_client import connect
+from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
+from ragstream.runtime.pipeline import INGESTION, SERVING, LocalPipeline
+from ragstream.runtime.worker import Outbound, Producer
+from ragstream.settings import Settings
+from schemas.envelope import utcnow
+from schemas.ingestion import Acl
+from schemas.serving import QueryAnswered, QueryRequested, QuerySpec
+from schemas.topics import QUERIES_REQUESTED
+
+CORPUS = Path(__file__).resolve().parents[1] / "samples" / "demo-corpus"
+TENANT = "bench"
+USER = Principal(tenant_id=TENANT, subject="bench-user", groups=("everyone",))
+QUESTIONS = [
+    "How does Weaviate keep one tenant's data away from another tenant?",
+    "What happens when a consumer joins a Kafka consumer group?",
+    "How are partitions assigned to consumers in a group?",
+    "What does multi-tenancy mean in Weaviate?",
+    "How should retrieval quality be evaluated in a RAG system?",
+    "What is groundedness in RAG evaluation?",
+    "Can a tenant be deactivated in Weaviate?",
+    "What is consumer lag?",
+]
+
+
+def _request(question: str, request_class: str = "interactive", top_k: int = 8) -> QueryRequested:
+    spec = QuerySpec(
+        query_id=str(uuid.uuid4()),
+        question=question,
+        caller=USER.caller(),
+        request_class=request_class,  # type: ignore[arg-type]
+        top_k=top_k,
+        deadline_at=utcnow() + timedelta(seconds=60),
+    )
+    return QueryRequested(tenant_id=TENANT, query=spec, producer="bench")
+
+
+async def _no_send(_items: list[Outbound]) -> None:
+    return None
+
+
+async def in_process(pipeline: LocalPipeline, ev: QueryRequested) -> float:
+    """The three stages called directly, as their handlers call them, without Kafka (ms)."""
+    c = pipeline.components
+    t0 = time.perf_counter()
+    retrieved = await asyncio.to_thread(c["retrieval"].retrieve, ev)
+    reranked = await asyncio.to_thread(c["rerank"].rerank, retrieved)
+    final = await c["generation"].answer(reranked, _no_send)
+    assert isinstance(final, QueryAnswered)
+    return (time.perf_counter() - t0) * 1000
+
+
+async def event_path(producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested) -> tuple[float, bool]:
+    """Publish QueryRequested, wait until the hub holds its final (ms, answered)."""
+    qid = ev.query.query_id
+    hub.register(qid, USER, "interactive", 60)
+    t0 = time.perf_counter()
+    await producer.send(QUERIES_REQUESTED.name, ev, qid.encode())
+    final = await hub.wait(hub.records[qid])
+    return (time.perf_counter() - t0) * 1000, isinstance(final, QueryAnswered)
+
+
+async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) -> dict[str, Any]:
+    producer = Producer(s)
+    hub = KafkaAnswerHub(s)
+    await producer.start()
+    await hub.start()
+    inproc: list[float] = []
+    events: list[float] = []
+    diffs: list[float] = []
+    try:
+        for i in range(warmup + n):
+            q = QUESTIONS[i % len(QUESTIONS)]
+            a = await in_process(pipeline, _request(q))
+            b, ok = await event_path(producer, hub, _request(q))
+            assert ok, f"event path failed for {q!r}"
+            if i >= warmup:
+                inproc.append(a)
+                events.append(b)
+                diffs.append(b - a)
+    finally:
+        await hub.stop()
+        await producer.stop()
+    return {
+        "queries": n,
+        "in_process_p50_ms": round(pct(inproc, 0.5), 2),
+        "in_process_p95_ms": round(pct(inproc, 0.95), 2),
+        "event_path_p50_ms": round(pct(events, 0.5), 2),
+        "event_path_p95_ms": round(pct(events, 0.95), 2),
+        "overhead_p50_ms": round(pct(diffs, 0.5), 2),
+        "overhead_p95_ms": round(pct(diffs, 0.95), 2),
+    }
+
+
+async def http_path(s: Settings, n: int) -> dict[str, Any]:
+    """POST /v1/answer through an in-process gateway (uvicorn on loopback)."""
+    token = mint_token(s.auth, TENANT, USER.subject)
+    lat: list[float] = []
+    async with (
+        serve_in_process(create_app(s)) as url,
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
+    ):
+        for i in range(n + 3):
+            t0 = time.perf_counter()
+            r = await c.post("/v1/answer", json={"question": QUESTIONS[i % len(QUESTIONS)]})
+            r.raise_for_status()
+            if i >= 3:
+                lat.append((time.perf_counter() - t0) * 1000)
+    return {"http_answer_p50_ms": round(pct(lat, 0.5), 2), "http_answer_p95_ms": round(pct(lat, 0.95), 2)}
+
+
+def llm_up(s: Settings) -> bool:
+    try:
+        return httpx.get(s.llm.base_url.rstrip("/") + "/models", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int) -> dict[str, Any]:
+    """Streamed through the gateway with the real model: its own topics, the same index generation."""
+    tag = uuid.uuid4().hex[:6]
+    s2 = s.model_copy(
+        update={"kafka": s.kafka.model_copy(update={"topic_prefix": s.kafka.topic_prefix + f"ttft{tag}."})}
+    )
+    await ensure_topics(s2.kafka, desired_topics(s2.kafka))
+    client_ttft: list[float] = []
+    worker_ttft: list[float] = []
+    total: list[float] = []
+    pipeline = await LocalPipeline(s2, SERVING, {"*": {"embedder": embedder}}).start()
+    try:
+        token = mint_token(s2.auth, TENANT, USER.subject)
+        async with serve_in_process(create_app(s2)) as url, GatewayClient(url, token) as gw:
+            for i in range(n):
+                r = await gw.ask(QUESTIONS[i % len(QUESTIONS)], request_class="batch")
+                if r.final_event != "answer" or "client_first_delta" not in r.timings_ms:
+                    continue
+                client_ttft.append(r.timings_ms["client_first_delta"])
+                total.append(r.timings_ms["client_total"])
+                if "first_token" in r.final.get("timings_ms", {}):
+                    worker_ttft.append(r.final["timings_ms"]["first_token"])
+    finally:
+        await pipeline.stop()
+    return {
+        "model": s.llm.model,
+        "ttft_queries": len(client_ttft),
+        "ttft_gateway_p50_ms": round(pct(client_ttft, 0.5), 1),
+        "ttft_gateway_max_ms": round(max(client_ttft, default=float("nan")), 1),
+        "ttft_model_p50_ms": round(pct(worker_ttft, 0.5), 1),
+        "answer_total_p50_ms": round(pct(total, 0.5), 1),
+    }
+
+
+async def run(n: int, warmup: int, http_n: int, ttft_n: int) -> dict[str, Any]:
+    s = isolated_settings()
+    await ensure_topics(s.kafka, desired_topics(s.kafka))
+    embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
+    overrides: dict[str, dict[str, Any]] = {
+        "*": {"embedder": embedder},
+        "generation": {"llm": ExtractiveStub()},
+    }
+    result: dict[str, Any] = {}
+    pipeline = await LocalPipeline(s, INGESTION + SERVING, overrides).start()
+    try:
+        state = Path(f"/tmp/ragstream-bench-{uuid.uuid4().hex[:8]}")
+        pub = await publish_folder(s, CORPUS, TENANT, Acl(groups=("everyone",)), wait=True, state_dir=state)
+        result["corpus"] = pub
+        result.update(await overhead(s, pipeline, n, warmup))
+        if http_n:
+            result.update(await http_path(s, http_n))
+    finally:
+        await pipeline.stop()
+    try:
+        if ttft_n and llm_up(s):
+            result.update(await ttft(s, embedder, ttft_n))
+        else:
+            result["ttft"] = f"skipped: no model server at {s.llm.base_url}" if ttft_n else "skipped"
+    finally:
+        client = connect(s.weaviate)
+        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
+            client.collections.delete(name)
+        client.close()
+    result["targets"] = {"overhead_p95_ms": 25.0}
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--http-queries", type=int, default=20)
+    ap.add_argument("--ttft-queries", type=int, default=3)
+    args = ap.parse_args()
+    result = asyncio.run(run(args.queries, args.warmup, args.http_queries, args.ttft_queries))
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
