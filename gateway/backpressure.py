@@ -42,7 +42,7 @@ class LagProbe(Protocol):
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str  # overloaded_inflight | overloaded_lag
+    reason: str  # inflight | lag (metrics label; alerts match on it)
     retry_after_s: int
     detail: str
 
@@ -70,11 +70,11 @@ class Admission:
         inflight = self.inflight()
         metrics.INFLIGHT.set(inflight)
         if inflight >= max(1, int(self.cfg.max_inflight * share)):
-            return Rejection("overloaded_inflight", 1, f"{inflight} queries in flight; try again shortly")
+            return Rejection("inflight", 1, f"{inflight} queries in flight; try again shortly")
         if self.lag > self.cfg.max_lag * share:
             wait = min(60, max(1, math.ceil(self.lag / max(1, self.cfg.max_lag))))
             return Rejection(
-                "overloaded_lag", wait, f"serving backlog of {self.lag} records; try again later"
+                "lag", wait, f"serving backlog of {self.lag} records; try again later"
             )
         return None
 

@@ -1,13 +1,15 @@
 """AnswerHub: fans the answers topic out to the requests waiting on it, by query id.
 
-In:  ragstream.query.answers.v1 (AnswerDelta, QueryAnswered, QueryFailed), read by ONE consumer per gateway
-     process (no group: every replica sees every answer, from the end of the topic at start-up).
+In:  ragstream.query.answers.v1 (AnswerDelta, QueryAnswered, QueryFailed) and ragstream.query.requested.v1
+     (QueryRequested, for ownership only), read by ONE consumer per gateway process (no group: every
+     replica sees every event, from the end of the topics at start-up).
 Out: in-memory records that `follow` / `wait` hand to HTTP handlers.
 
-A record is registered when this gateway accepts a query (owner = tenant + subject from the credential);
-finals for queries accepted elsewhere are kept too (they carry tenant and subject), deltas only for queries
-registered here. The first final wins (a replayed generation may stream twice). Finished records are kept
-for `ttl_s`; a pending record past its deadline is finished with a gateway `QueryFailed`.
+A record is registered when this gateway accepts a query (owner = tenant + subject from the credential).
+Queries accepted by another replica are learned from the requests topic (tenant and caller set by that
+replica's verified credential), so a client may poll or stream from any replica; their finals are kept
+too. The first final wins (a replayed generation may stream twice). Finished records are kept for `ttl_s`;
+a pending record past its deadline is finished with a gateway `QueryFailed`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from gateway import metrics
 from gateway.auth import Principal
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.settings import Settings
+from schemas.envelope import utcnow
 from schemas.errors import EventDecodeError, decode
-from schemas.serving import AnswerDelta, QueryAnswered, QueryFailed
-from schemas.topics import ANSWERS
+from schemas.serving import AnswerDelta, QueryAnswered, QueryFailed, QueryRequested
+from schemas.topics import ANSWERS, QUERIES_REQUESTED, TOPICS
 
 log = logging.getLogger(__name__)
 AnswerEvent = AnswerDelta | QueryAnswered | QueryFailed
@@ -114,9 +117,12 @@ class AnswerHub:
         """Queries accepted here that have no final yet."""
         return len(self._pending)
 
-    def dispatch(self, ev: AnswerEvent) -> None:
-        """Route one answers-topic event to its record."""
+    def dispatch(self, ev: AnswerEvent | QueryRequested) -> None:
+        """Route one answers-topic event to its record (a QueryRequested from elsewhere opens one)."""
         now = time.monotonic()
+        if isinstance(ev, QueryRequested):
+            self._observe_request(ev, now)
+            return
         rec = self.records.get(ev.query_id)
         if rec is None:
             if isinstance(ev, AnswerDelta) or not ev.subject:
@@ -134,6 +140,15 @@ class AnswerHub:
         else:
             self._finish(rec, ev, now)
         rec._notify()
+
+    def _observe_request(self, ev: QueryRequested, now: float) -> None:
+        q = ev.query
+        if q.query_id in self.records:
+            return  # ours (registered before publishing) or already known
+        remaining = (q.deadline_at - utcnow()).total_seconds()
+        self.records[q.query_id] = QueryRecord(
+            q.query_id, ev.tenant_id, q.caller.subject, q.request_class, deadline=now + remaining, local=False
+        )
 
     def _finish(self, rec: QueryRecord, final: Final, now: float) -> None:
         rec.final = final
@@ -217,9 +232,12 @@ class KafkaAnswerHub(AnswerHub):
             max_partition_fetch_bytes=k.max_message_bytes,
         )
         await self._consumer.start()
-        tps = await partitions_of(self._consumer, k.topic_prefix + ANSWERS.name)
-        if not tps:
-            raise RuntimeError(f"topic {k.topic_prefix + ANSWERS.name} does not exist")
+        tps = []
+        for topic in (ANSWERS.name, QUERIES_REQUESTED.name):
+            found = await partitions_of(self._consumer, k.topic_prefix + topic)
+            if not found:
+                raise RuntimeError(f"topic {k.topic_prefix + topic} does not exist")
+            tps += found
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:
@@ -250,10 +268,12 @@ class KafkaAnswerHub(AnswerHub):
                 await asyncio.sleep(1.0)
                 continue
             self.ready = True
-            for records in batch.values():
+            prefix = self.settings.kafka.topic_prefix
+            for tp, records in batch.items():
+                spec = TOPICS[tp.topic.removeprefix(prefix)]
                 for r in records:
                     try:
-                        self.dispatch(decode(ANSWERS, r.value or b""))
+                        self.dispatch(decode(spec, r.value or b""))
                     except EventDecodeError as exc:
                         log.warning("answer hub: skipping undecodable record at %s: %s", r.offset, exc)
             if time.monotonic() - last_sweep > self.sweep_s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -11,7 +12,8 @@ from gateway.auth import Principal
 from gateway.backpressure import Admission
 from gateway.hub import AnswerHub
 from ragstream.settings import ServingSettings
-from schemas.serving import AnswerDelta, QueryAnswered, QueryFailed
+from schemas.envelope import utcnow
+from schemas.serving import AnswerDelta, QueryAnswered, QueryFailed, QueryRequested, QuerySpec
 
 pytestmark = pytest.mark.unit
 ALICE = Principal(tenant_id="acme", subject="alice", groups=("everyone",))
@@ -103,7 +105,7 @@ def test_admission_thresholds() -> None:
     assert adm.check("interactive") is None and adm.check("batch") is None
     inflight[0] = 5
     assert adm.check("interactive") is None
-    assert adm.check("batch").reason == "overloaded_inflight"  # type: ignore[union-attr]
+    assert adm.check("batch").reason == "inflight"  # type: ignore[union-attr]
     inflight[0] = 10
     assert adm.check("interactive").retry_after_s == 1  # type: ignore[union-attr]
     inflight[0] = 0
@@ -111,4 +113,23 @@ def test_admission_thresholds() -> None:
     assert adm.check("interactive") is None and adm.check("batch") is not None
     adm.lag = 450
     r = adm.check("interactive")
-    assert r is not None and r.reason == "overloaded_lag" and r.retry_after_s == 5
+    assert r is not None and r.reason == "lag" and r.retry_after_s == 5
+
+
+def test_queries_accepted_by_another_replica_are_followed_here() -> None:
+    hub = AnswerHub()
+    spec = QuerySpec(
+        query_id="q9", question="q", caller=ALICE.caller(), deadline_at=utcnow() + timedelta(seconds=30)
+    )
+    hub.dispatch(QueryRequested(tenant_id="acme", query=spec))
+    assert hub.inflight() == 0  # not ours to count
+    rec = hub.lookup("q9", ALICE)
+    assert rec is not None and rec.final is None and 25 < rec.deadline - time.monotonic() <= 30
+    assert hub.lookup("q9", ALICE.model_copy(update={"tenant_id": "globex"})) is None
+    hub.dispatch(delta(0, "x", qid="q9"))
+    hub.dispatch(done(qid="q9"))
+    assert rec.partial == "x" and isinstance(rec.final, QueryAnswered)
+    # Our own request coming back from the topic changes nothing.
+    hub.register("q10", ALICE, "batch", 30)
+    hub.dispatch(QueryRequested(tenant_id="acme", query=spec.model_copy(update={"query_id": "q10"})))
+    assert hub.records["q10"].local and hub.inflight() == 1
