@@ -38,6 +38,8 @@ def _optional(module: str, name: str) -> None:
 
 
 _optional("ragstream.cli.eval", "eval")
+_optional("ragstream.cli.generation", "generation")
+_optional("ragstream.cli.backup", "backup")
 
 if __name__ == "__main__":
     app()
