@@ -73,9 +73,7 @@ class Admission:
             return Rejection("inflight", 1, f"{inflight} queries in flight; try again shortly")
         if self.lag > self.cfg.max_lag * share:
             wait = min(60, max(1, math.ceil(self.lag / max(1, self.cfg.max_lag))))
-            return Rejection(
-                "lag", wait, f"serving backlog of {self.lag} records; try again later"
-            )
+            return Rejection("lag", wait, f"serving backlog of {self.lag} records; try again later")
         return None
 
     async def start(self) -> None:
