@@ -139,13 +139,19 @@ def load_beir(directory: str | Path, split: str = "test", name: str | None = Non
     root = Path(directory)
     if not root.is_dir():
         raise BeirFormatError(root, None, "not a directory")
-    corpus_p, queries_p, qrels_p = root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"
+    corpus_p, queries_p, qrels_p = (
+        root / "corpus.jsonl",
+        root / "queries.jsonl",
+        root / "qrels" / f"{split}.tsv",
+    )
     corpus = load_corpus(corpus_p)
     all_queries = load_queries(queries_p)
     raw_qrels = load_qrels(qrels_p)
     unknown_q = sorted(q for q in raw_qrels if q not in all_queries)
     if unknown_q:
-        raise BeirFormatError(qrels_p, None, f"{len(unknown_q)} query ids not in queries.jsonl, e.g. {unknown_q[0]!r}")
+        raise BeirFormatError(
+            qrels_p, None, f"{len(unknown_q)} query ids not in queries.jsonl, e.g. {unknown_q[0]!r}"
+        )
     # qrels stay as judged (trec_eval semantics: the ideal DCG counts every judged document)
     qrels = raw_qrels
     queries = {q: all_queries[q] for q in qrels}

@@ -69,7 +69,7 @@ def summarize(run: Run, qrels: Qrels) -> dict[str, float]:
         "recall_at_100": _mean([recall_at_k(run.get(q, ()), qrels[q], 100) for q in qids]),
         "mrr_at_10": _mean([mrr_at_k(run.get(q, ()), qrels[q], 10) for q in qids]),
         "empty_result_rate": empty_result_rate(run, qids),
-        "queries": float(len(qids)),
+        "queries": len(qids),
     }
 
 

@@ -1,0 +1,403 @@
+"""`ragstream eval beir DIR`: a BEIR corpus through the ingestion pipeline, its test queries through the
+store search the retrieval worker uses, nDCG@10 / recall@100 / MRR@10 per mode.
+
+Ingestion: every corpus document is published as a DocumentChanged event (title + text) and indexed by
+the normalizer, chunker and embedder consumers (started in this process) into a tenant of its own whose
+name is a fingerprint of the corpus files, the index generation, the chunking policy and the embedding
+model: a second run finds the tenant complete (one state object per document) and skips ingestion; an
+interrupted one publishes only what is missing.
+
+Modes (all over the same chunks, ranked by document: a document scores as its best chunk):
+  bm25    Weaviate BM25 over title, heading and text
+  dense   nearest chunk vectors (the embedding model of the pipeline)
+  hybrid  the retrieval worker's hybrid search as configured (alpha, fusion)
+  rerank  second stage over the bm25 and dense candidates: with a cross-encoder configured
+          (`serving.rerank`), it rescores the fused top documents; without one, the candidates are
+          re-ranked by document-level fusion of the BM25 ranking with a dense ranking after one round of
+          pseudo-relevance feedback (Rocchio on the top documents' vectors), by reciprocal rank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.beir import BeirDataset, load_beir
+from evals.fusion import Scores, doc_scores, ranked, rocchio, rrf
+from evals.metrics import summarize
+from ragstream.settings import Settings
+
+MODES = ("bm25", "dense", "hybrid", "rerank")
+CANDIDATE_CHUNKS = 300  # chunks fetched per query and mode: enough distinct documents for recall@100
+FEEDBACK_DOCS = 3  # pseudo-relevance feedback: top documents whose vectors move the query
+FEEDBACK_BETA = 0.5
+RRF_K = 60
+RERANK_DEPTH = 100
+EVAL_GROUP = "everyone"
+EVAL_SUBJECT = "beir-eval"
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    ndcg_at_10: float
+    recall_at_100: float
+    mrr_at_10: float
+    empty_result_rate: float
+    queries: int
+    seconds: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ndcg_at_10": round(self.ndcg_at_10, 4),
+            "recall_at_100": round(self.recall_at_100, 4),
+            "mrr_at_10": round(self.mrr_at_10, 4),
+            "empty_result_rate": round(self.empty_result_rate, 4),
+            "queries": self.queries,
+            "seconds": round(self.seconds, 1),
+            "method": self.detail,
+        }
+
+
+@dataclass
+class BeirReport:
+    dataset: str
+    tenant: str
+    generation: str
+    ingest: dict[str, Any]
+    modes: dict[str, ModeResult]
+    published: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {m: r.to_json() for m, r in self.modes.items()}
+
+
+def _policy(settings: Settings) -> Any:
+    from ragstream.core.chunk import ChunkingPolicy
+
+    return ChunkingPolicy(
+        max_tokens=settings.ingest.chunk_max_tokens, overlap_tokens=settings.ingest.chunk_overlap_tokens
+    )
+
+
+def corpus_tenant(ds: BeirDataset, settings: Settings) -> str:
+    """Tenant name = fingerprint(corpus files, generation, chunking policy, embedding model)."""
+    from ragstream.core.normalize import NORMALIZER_VERSION
+
+    key = "|".join(
+        (
+            ds.fingerprint,
+            settings.index.generation,
+            _policy(settings).policy_hash,
+            settings.embedding.model_id,
+            settings.embedding.revision,
+            str(NORMALIZER_VERSION),
+        )
+    )
+    name = re.sub(r"[^a-z0-9]+", "", ds.name.lower())[:20] or "beir"
+    return f"beir-{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def indexed_documents(store: Any, tenant: str) -> set[str]:
+    """Document ids with a state object in the tenant (the completeness marker)."""
+    if not store.has_tenant(tenant):
+        return set()
+    return {
+        str(o.properties["document_id"])
+        for o in store.states(tenant).iterator(return_properties=["document_id"])
+    }
+
+
+async def ensure_indexed(
+    settings: Settings,
+    ds: BeirDataset,
+    tenant: str,
+    store: Any,
+    *,
+    progress: Progress | None = None,
+    timeout_s: float = 7200.0,
+) -> dict[str, Any]:
+    """Publish the documents the tenant lacks through the ingestion pipeline and wait for every receipt."""
+    from producers.publisher import DocumentPublisher
+    from producers.receipts import ReceiptWatcher
+    from ragstream.runtime.kafka_admin import ensure_topics
+    from ragstream.runtime.pipeline import INGESTION, LocalPipeline
+    from schemas.ingestion import Acl
+
+    t0 = time.monotonic()
+    store.ensure_schema()
+    have = await asyncio.to_thread(indexed_documents, store, tenant)
+    missing = [d for d in ds.corpus.values() if d.doc_id not in have]
+    if not missing:
+        return {"reused": True, "documents": len(have), "published": 0, "seconds": 0.0}
+    await ensure_topics(settings.kafka)
+    acl = Acl(groups=(EVAL_GROUP,))
+    pipeline = LocalPipeline(settings, INGESTION)
+    await pipeline.start()
+    watcher = ReceiptWatcher(settings)
+    await watcher.start()
+    sent: dict[str, float] = {}
+    done = 0
+    try:
+        async with DocumentPublisher(settings, "ragstream.evals.beir") as pub:
+            for start in range(0, len(missing), 200):
+                batch = missing[start : start + 200]
+                events = await asyncio.gather(
+                    *(
+                        pub.upsert(
+                            tenant,
+                            d.doc_id,
+                            content=d.text.encode(),
+                            mime_type="text/plain",
+                            title=d.title,
+                            acl=acl,
+                        )
+                        for d in batch
+                    )
+                )
+                now = time.monotonic()
+                sent.update({e.correlation_id: now for e in events})
+                if progress:
+                    progress("publish", len(sent), len(missing))
+
+        def tick(_r: object, _dt: float) -> None:
+            nonlocal done
+            done += 1
+            if progress and (done % 50 == 0 or done == len(sent)):
+                progress("index", done, len(sent))
+
+        got = await watcher.wait_for(sent, timeout_s, tick)
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+    if len(got) < len(sent):
+        raise TimeoutError(f"{len(got)} of {len(sent)} documents indexed within {timeout_s:.0f}s")
+    return {
+        "reused": False,
+        "documents": len(have) + len(got),
+        "published": len(sent),
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+class Searcher:
+    """The retrieval worker's search (`ragstream.adapters.store.search`, ACL filter inside) per mode."""
+
+    def __init__(self, store: Any, tenant: str, settings: Settings) -> None:
+        from ragstream.adapters.store import acl_filter
+
+        self.store = store
+        self.tenant = tenant
+        self.cfg = settings.serving
+        self.acl = acl_filter((EVAL_SUBJECT,), (EVAL_GROUP,))
+
+    def hits(
+        self, text: str, vector: np.ndarray | None, mode: str, limit: int = CANDIDATE_CHUNKS
+    ) -> list[Any]:
+        from ragstream.adapters.store import search
+
+        return search(
+            self.store,
+            self.tenant,
+            text,
+            vector.tolist() if vector is not None else None,
+            limit=limit,
+            acl=self.acl,
+            mode=mode,
+            alpha=self.cfg.hybrid_alpha,
+            fusion=self.cfg.fusion,
+        )
+
+    def doc_ranking(self, text: str, vector: np.ndarray | None, mode: str) -> tuple[Scores, list[Any]]:
+        hs = self.hits(text, vector if mode != "bm25" else None, mode)
+        return doc_scores((h.properties["document_id"], h.score) for h in hs), hs
+
+
+def _doc_vectors(hits: Sequence[Any], docs: Sequence[str]) -> np.ndarray:
+    """For each document, the vector of its best-scoring chunk among the hits (hits come best first)."""
+    best: dict[str, list[float]] = {}
+    for h in hits:
+        d = h.properties["document_id"]
+        if d not in best and h.vector is not None:
+            best[d] = h.vector
+    rows = [best[d] for d in docs if d in best]
+    return np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+
+
+class _VecHit:
+    """A search hit with its chunk vector (search() returns vectors only inside SearchHit.properties)."""
+
+    __slots__ = ("properties", "score", "vector")
+
+    def __init__(self, properties: dict[str, Any], score: float, vector: list[float] | None) -> None:
+        self.properties, self.score, self.vector = properties, score, vector
+
+
+def _dense_with_vectors(searcher: Searcher, vector: np.ndarray, limit: int) -> list[_VecHit]:
+    from weaviate.classes.query import MetadataQuery
+
+    res = searcher.store.chunks(searcher.tenant).query.near_vector(
+        near_vector=vector.tolist(),
+        limit=limit,
+        filters=searcher.acl,
+        return_metadata=MetadataQuery(distance=True),
+        return_properties=["document_id"],
+        include_vector=True,
+    )
+    return [
+        _VecHit(dict(o.properties), 1.0 - float(o.metadata.distance or 1.0), o.vector.get("default"))
+        for o in res.objects
+    ]
+
+
+def rerank_scores(
+    searcher: Searcher,
+    text: str,
+    vector: np.ndarray,
+    bm25: Scores,
+    reranker: Any | None,
+    doc_text: Callable[[str], str],
+) -> tuple[Scores, str]:
+    """The second stage: cross-encoder over the fused candidates when one is configured, else
+    RRF(BM25, dense after Rocchio feedback) over document rankings."""
+    dense_hits = _dense_with_vectors(searcher, vector, CANDIDATE_CHUNKS)
+    dense = doc_scores((h.properties["document_id"], h.score) for h in dense_hits)
+    first = rrf([ranked(bm25), ranked(dense)], k=RRF_K)
+    top = ranked(first)[:FEEDBACK_DOCS]
+    fb = _doc_vectors(dense_hits, top)
+    q2 = rocchio(vector, fb, FEEDBACK_BETA)
+    prf_hits = _dense_with_vectors(searcher, q2, CANDIDATE_CHUNKS)
+    prf = doc_scores((h.properties["document_id"], h.score) for h in prf_hits)
+    fused = rrf([ranked(bm25), ranked(prf)], k=RRF_K)
+    if reranker is None:
+        return fused, f"rrf(bm25, dense+rocchio(top{FEEDBACK_DOCS}, beta {FEEDBACK_BETA})), k={RRF_K}"
+    cands = ranked(fused)[:RERANK_DEPTH]
+    scores = reranker.score(text, [doc_text(d) for d in cands])
+    out = {d: 1000.0 + float(s) for d, s in zip(cands, scores, strict=True)}
+    for d, s in fused.items():
+        out.setdefault(d, s)
+    return out, f"{reranker.name} over the top {RERANK_DEPTH} of rrf(bm25, dense+prf)"
+
+
+async def evaluate_beir(
+    settings: Settings,
+    directory: Path,
+    modes: Sequence[str] = MODES,
+    *,
+    progress: Progress | None = None,
+    limit_queries: int | None = None,
+) -> BeirReport:
+    """Ingest (or reuse) the corpus, run every judged test query per mode, summarize."""
+    from ragstream.adapters.embedder import SentenceTransformerEmbedder
+    from ragstream.core.rewrite import normalize_query
+    from ragstream.runtime.serving import open_store
+
+    ds = await asyncio.to_thread(load_beir, directory)
+    tenant = corpus_tenant(ds, settings)
+    client, store = await asyncio.to_thread(open_store, settings)
+    try:
+        ingest = await ensure_indexed(settings, ds, tenant, store, progress=progress)
+        qids = sorted(ds.queries)[:limit_queries] if limit_queries else sorted(ds.queries)
+        texts = [normalize_query(ds.queries[q], settings.serving.max_question_chars) for q in qids]
+        embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.embedding)
+        vecs = await asyncio.to_thread(embedder.embed, texts)
+        searcher = Searcher(store, tenant, settings)
+        reranker = None
+        if "rerank" in modes and settings.serving.rerank not in ("", "none"):
+            from ragstream.adapters.reranker import from_spec
+
+            reranker = from_spec(settings.serving.rerank)
+        qrels = {q: ds.qrels[q] for q in qids}
+        results: dict[str, ModeResult] = {}
+        bm25_cache: dict[str, Scores] = {}
+        for mode in modes:
+            t0 = time.monotonic()
+            run: dict[str, list[str]] = {}
+            detail = mode
+            for i, (qid, text) in enumerate(zip(qids, texts, strict=True)):
+                vec = np.asarray(vecs[i], dtype=np.float32)
+                if mode == "rerank":
+                    if qid not in bm25_cache:
+                        bm25_cache[qid] = (await asyncio.to_thread(searcher.doc_ranking, text, None, "bm25"))[
+                            0
+                        ]
+                    scores, detail = await asyncio.to_thread(
+                        rerank_scores,
+                        searcher,
+                        text,
+                        vec,
+                        bm25_cache[qid],
+                        reranker,
+                        lambda d: f"{ds.corpus[d].title}\n{ds.corpus[d].text}",
+                    )
+                else:
+                    scores, _ = await asyncio.to_thread(searcher.doc_ranking, text, vec, mode)
+                    if mode == "bm25":
+                        bm25_cache[qid] = scores
+                    if mode == "hybrid":
+                        detail = f"hybrid {settings.serving.fusion}, alpha {settings.serving.hybrid_alpha}"
+                run[qid] = ranked(scores)[:100]
+                if progress and (i + 1) % 25 == 0:
+                    progress(mode, i + 1, len(qids))
+            s = summarize(run, qrels)
+            results[mode] = ModeResult(
+                mode,
+                s["ndcg_at_10"],
+                s["recall_at_100"],
+                s["mrr_at_10"],
+                s["empty_result_rate"],
+                int(s["queries"]),
+                time.monotonic() - t0,
+                detail,
+            )
+    finally:
+        client.close()
+    return BeirReport(
+        dataset=ds.name,
+        tenant=tenant,
+        generation=settings.index.generation,
+        ingest=ingest,
+        modes=results,
+        published=published_figures(Path(directory)),
+    )
+
+
+def published_figures(directory: Path) -> list[dict[str, str]]:
+    """Rows of the published-figures table for this dataset in the datasets README (DIR or its parent),
+    under the heading that names the directory; [] when there is none."""
+    for readme in (directory / "README.md", directory.parent / "README.md"):
+        if not readme.is_file():
+            continue
+        lines = readme.read_text(encoding="utf-8").splitlines()
+        name = directory.name.lower()
+        inside = False
+        header: list[str] | None = None
+        rows: list[dict[str, str]] = []
+        for line in lines:
+            if line.startswith("## "):
+                if inside and rows:
+                    break
+                inside = line[3:].strip().lower().startswith(name)
+                header = None
+                continue
+            if not inside or not line.startswith("|"):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not all(set(c) <= set("-: ") for c in cells):
+                rows.append(dict(zip(header, cells, strict=False)))
+        if rows:
+            return rows
+    return []

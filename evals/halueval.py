@@ -1,0 +1,114 @@
+"""HaluEval QA as a groundedness benchmark: each row's right and hallucinated answer are judged alone.
+
+Given `knowledge` and `question`, the scorer should call `right_answer` grounded and `hallucinated_answer`
+not; accuracy is over both answers of every row (balanced by construction). Rows with an even index form
+the calibration half (where the scorer's threshold was chosen), odd ones the held-out half: both are
+reported so a tuned figure cannot pass for a general one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragstream.core.groundedness import GroundednessScorer
+
+FIELDS = ("knowledge", "question", "right_answer", "hallucinated_answer")
+Progress = Callable[[int, int], None]  # (rows done, rows total)
+
+
+class HaluEvalFormatError(ValueError):
+    """A row that is not a HaluEval QA object; the message names the file and the row."""
+
+
+@dataclass(frozen=True)
+class HaluRow:
+    knowledge: str
+    question: str
+    right_answer: str
+    hallucinated_answer: str
+
+
+def _check(obj: Any, where: str) -> HaluRow:
+    if not isinstance(obj, dict):
+        raise HaluEvalFormatError(f"{where}: expected a JSON object")
+    missing = [k for k in FIELDS if not isinstance(obj.get(k), str)]
+    if missing:
+        raise HaluEvalFormatError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
+    return HaluRow(*(obj[k] for k in FIELDS))
+
+
+def iter_rows(path: str | Path) -> Iterator[HaluRow]:
+    """Rows of a JSONL file, or of a JSON array of objects."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HaluEvalFormatError(f"{p}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        for i, obj in enumerate(data):
+            yield _check(obj, f"{p}[{i}]")
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HaluEvalFormatError(f"{p}:{n}: invalid JSON ({exc.msg})") from None
+        yield _check(obj, f"{p}:{n}")
+
+
+def load_rows(path: str | Path, limit: int | None = None) -> list[HaluRow]:
+    rows: list[HaluRow] = []
+    for row in iter_rows(path):
+        if limit is not None and len(rows) >= limit:
+            break
+        rows.append(row)
+    return rows
+
+
+def _acc(hits: list[bool]) -> float:
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+def run_halueval(
+    path: str | Path,
+    scorer: GroundednessScorer | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Judge every answer alone; return accuracy overall, per answer kind, per half, and throughput."""
+    scorer = scorer or GroundednessScorer()
+    rows = load_rows(path, limit)
+    right: list[bool] = []  # right answer judged grounded
+    halluc: list[bool] = []  # hallucinated answer judged not grounded
+    start = time.perf_counter()
+    for i, row in enumerate(rows):
+        passages = [row.knowledge]
+        right.append(scorer.score(row.right_answer, passages, row.question).grounded)
+        halluc.append(not scorer.score(row.hallucinated_answer, passages, row.question).grounded)
+        if progress is not None:
+            progress(i + 1, len(rows))
+    seconds = time.perf_counter() - start
+    answers = 2 * len(rows)
+    both = right + halluc
+    return {
+        "file": str(path),
+        "rows": len(rows),
+        "answers": answers,
+        "accuracy": _acc(both),
+        "right_accuracy": _acc(right),
+        "hallucinated_accuracy": _acc(halluc),
+        "calibration_accuracy": _acc(right[0::2] + halluc[0::2]),  # even rows
+        "heldout_accuracy": _acc(right[1::2] + halluc[1::2]),  # odd rows
+        "threshold": scorer.threshold,
+        "embedder": scorer.embedder is not None,
+        "seconds": round(seconds, 3),
+        "answers_per_s": round(answers / seconds, 1) if seconds > 0 else 0.0,
+    }
