@@ -1,1 +1,1 @@
-"""Index generations: immutable build records, a durable registry, alias-based promotion, builds, canary, backup."""
+"""Index generations: immutable records, a durable registry, alias promotion, builds, canary, backup."""

@@ -18,7 +18,7 @@ from ragstream.generations import names
 from ragstream.settings import IndexSettings
 
 
-class UnknownGeneration(ValueError):
+class UnknownGenerationError(ValueError):
     """A query named a generation this index does not have (the caller's mistake: answered, not retried)."""
 
 
@@ -102,11 +102,11 @@ class GenerationRouter:
             view = self.view()
             if view is not None and view.managed(self.index.generation):
                 if not view.known(requested):
-                    raise UnknownGeneration(f"unknown index generation {requested!r}")
+                    raise UnknownGenerationError(f"unknown index generation {requested!r}")
             elif requested != self.index.generation and not self.client.collections.exists(
                 names.chunks_collection(self.index, requested)
             ):
-                raise UnknownGeneration(f"unknown index generation {requested!r}")
+                raise UnknownGenerationError(f"unknown index generation {requested!r}")
             return Route(self.store(requested), requested, "requested")
         view = self.view()
         if view is None or not view.managed(self.index.generation):

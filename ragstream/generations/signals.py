@@ -6,6 +6,11 @@ requested, static); `ragstream generation signals` reads the same facts back fro
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 QUERIES = Counter(
@@ -43,3 +48,104 @@ def observe_answer(generation: str, abstained: bool, seconds: float) -> None:
     """One final answer produced from `generation`'s passages."""
     ANSWERS.labels(generation, "abstained" if abstained else "answered").inc()
     ANSWER_LATENCY.labels(generation).observe(seconds)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _read_since(settings: Any, topic: str, since_ms: int) -> list[Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from ragstream.runtime.kafka_admin import partitions_of
+    from schemas.errors import EventDecodeError, decode
+
+    kafka = settings.kafka
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, kafka.topic_prefix + topic)
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        consumer.assign(tps)
+        pending = set()
+        for tp in tps:
+            found = starts.get(tp)
+            if found is None:
+                consumer.seek(tp, ends[tp])
+            else:
+                consumer.seek(tp, found.offset)
+                pending.add(tp)
+        out: list[Any] = []
+        while pending:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        with contextlib.suppress(EventDecodeError):
+                            out.append(decode(topic, r.value or b""))
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def report(settings: Any, since_s: float = 3600.0) -> dict[str, Any]:
+    """Per generation over the last `since_s`: queries, empty-result rate, retrieval latency percentiles,
+    answers, failures, abstention rate and mean groundedness, read from the query topics."""
+    from schemas.topics import ANSWERS as ANSWERS_TOPIC
+    from schemas.topics import QUERIES_RETRIEVED
+
+    since_ms = int((time.time() - since_s) * 1000)
+    retrieved = await _read_since(settings, QUERIES_RETRIEVED.name, since_ms)
+    answers = await _read_since(settings, ANSWERS_TOPIC.name, since_ms)
+    gen_of: dict[str, str] = {}
+    stats: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "queries": 0,
+            "empty": 0,
+            "lat": [],
+            "answers": 0,
+            "abstained": 0,
+            "failed": 0,
+            "grounded": [],
+        }
+    )
+    for ev in retrieved:
+        g = stats[ev.generation]
+        gen_of[ev.query.query_id] = ev.generation
+        g["queries"] += 1
+        g["empty"] += not ev.passages
+        g["lat"].append(float(ev.timings_ms.get("retrieval", 0.0)))
+    for ev in answers:
+        if ev.type == "QueryAnswered":
+            g = stats[ev.generation or gen_of.get(ev.query_id, "?")]
+            g["answers"] += 1
+            g["abstained"] += bool(ev.abstained)
+            grounded = getattr(ev, "groundedness", None)
+            if grounded is not None:
+                g["grounded"].append(float(grounded))
+        elif ev.type == "QueryFailed" and ev.query_id in gen_of:
+            stats[gen_of[ev.query_id]]["failed"] += 1
+    out = {}
+    for gen, g in sorted(stats.items()):
+        out[gen] = {
+            "queries": g["queries"],
+            "empty_rate": g["empty"] / g["queries"] if g["queries"] else 0.0,
+            "retrieval_ms_p50": _pct(g["lat"], 0.5),
+            "retrieval_ms_p95": _pct(g["lat"], 0.95),
+            "answers": g["answers"],
+            "failed": g["failed"],
+            "abstain_rate": g["abstained"] / g["answers"] if g["answers"] else 0.0,
+            "groundedness_mean": sum(g["grounded"]) / len(g["grounded"]) if g["grounded"] else None,
+        }
+    return {"since_s": since_s, "generations": out}

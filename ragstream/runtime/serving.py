@@ -23,9 +23,16 @@ def open_store(settings: Settings) -> tuple[Any, Any]:
 
 def open_router(settings: Settings, client: Any, store: Any) -> Any:
     """Per-query generation routing (explicit, canary, per-tenant promotion, live alias)."""
+    from ragstream.generations.registry import load_view
     from ragstream.generations.routing import GenerationRouter
 
-    return GenerationRouter(client, settings.index, default=store)
+    return GenerationRouter(
+        client,
+        settings.index,
+        default=store,
+        view_loader=lambda: load_view(client, settings),
+        ttl_s=settings.generations.routing_ttl_s,
+    )
 
 
 def build_serving(
