@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from ragstream.runtime.worker import Outbound, Producer
 from ragstream.settings import Settings
 from schemas.ingestion import INLINE_CONTENT_MAX_BYTES, Acl, AclChanged, DocumentChanged
 from schemas.topics import SOURCE_CHANGES
+
+tracer = trace.get_tracer("ragstream.publisher")
 
 
 def doc_key(tenant_id: str, document_id: str) -> bytes:
@@ -97,6 +102,15 @@ class DocumentPublisher:
         await self._producer._p.send_and_wait(self._producer.prefix + SOURCE_CHANGES.name, value, key=key)
 
     async def _send(self, event: DocumentChanged | AclChanged) -> None:
-        await self._producer.send_many(
-            [Outbound(SOURCE_CHANGES.name, doc_key(event.tenant_id, event.document_id), event)]
-        )
+        # The root of the change's trace: normalize -> chunk -> embed -> index continue it over Kafka.
+        attrs = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": SOURCE_CHANGES.name,
+            "ragstream.tenant_id": event.tenant_id,
+            "ragstream.document_id": event.document_id,
+            "ragstream.event_type": type(event).__name__,
+        }
+        with tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER, attributes=attrs):
+            await self._producer.send_many(
+                [Outbound(SOURCE_CHANGES.name, doc_key(event.tenant_id, event.document_id), event)]
+            )

@@ -33,6 +33,8 @@ class QuerySpec(BaseModel):
     top_k: int = 8
     filters: dict[str, str] = {}
     deadline_at: AwareDatetime
+    # When the caller's request was accepted (end-to-end latency by request class is measured from it).
+    requested_at: AwareDatetime | None = None
     generation: str | None = None
     mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
 
@@ -111,6 +113,10 @@ class QueryAnswered(Event):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     timings_ms: dict[str, float] = {}
+    # Chunks that entered the prompt (ids only): evaluation checks citations and leaks against them.
+    context_chunk_ids: tuple[str, ...] = ()
+    # Share of the answer's statements its cited passages support (automatic scorer; None: abstained).
+    groundedness: float | None = None
 
 
 class QueryFailed(Event):

@@ -14,7 +14,6 @@ import time
 from ragstream.core.chunk import ChunkingPolicy, chunk
 from ragstream.core.normalize import NormalizedDocument, Section
 from ragstream.core.tokenizer import Tokenizer
-
 from ragstream.runtime.worker import Inbound, Outbound, event_key
 from schemas.ingestion import ChunkPayload, DocumentChunked, DocumentNormalized
 from schemas.topics import CONSUMERS
@@ -79,7 +78,15 @@ def build_handler(policy: ChunkingPolicy, tokenizer: Tokenizer):
                 if isinstance(ev, DocumentNormalized)
                 else ev
             )
-            outputs.append(Outbound(out_topic, event_key(out), out, partition=item.record.partition))
+            if item.span is not None and isinstance(out, DocumentChunked):
+                item.span.set_attributes(
+                    {"chunk.count": len(out.chunks), "chunk.policy_hash": out.policy_hash}
+                )
+            outputs.append(
+                Outbound(
+                    out_topic, event_key(out), out, partition=item.record.partition, context=item.context
+                )
+            )
         return outputs
 
     return handle

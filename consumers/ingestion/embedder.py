@@ -17,6 +17,8 @@ from datetime import datetime
 
 import numpy as np
 import weaviate.exceptions as wexc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from ragstream.adapters.embedder import Embedder
 from ragstream.adapters.store import ChunkRecord, DocumentState, WeaviateStore
@@ -25,6 +27,8 @@ from ragstream.runtime.worker import Inbound, Outbound, TransientError, event_ke
 from schemas.envelope import utcnow
 from schemas.ingestion import AclChanged, DocumentChunked, DocumentDeleted, DocumentIndexed, DocumentRemoved
 from schemas.topics import CONSUMERS
+
+tracer = trace.get_tracer("ragstream.embedder")
 
 SPEC = CONSUMERS["embedder"]
 TRANSIENT = (
@@ -238,21 +242,39 @@ def _unchanged_filter(indexer: Indexer, events: list[DocumentChunked]) -> list[D
     return out
 
 
-def apply_batch(indexer: Indexer, events: list[object]) -> list[DocumentIndexed | DocumentDeleted]:
+def apply_batch(
+    indexer: Indexer, events: list[object], contexts: list[otel_context.Context] | None = None
+) -> list[DocumentIndexed | DocumentDeleted]:
     chunked = [e for e in events if isinstance(e, DocumentChunked)]
     to_embed = _unchanged_filter(indexer, chunked)
     vectors = dict(zip((id(e) for e in to_embed), indexer.embed_batch(to_embed), strict=True))
     receipts: list[DocumentIndexed | DocumentDeleted] = []
-    for ev in events:
-        if isinstance(ev, DocumentChunked):
-            receipts.append(indexer.upsert(ev, vectors.get(id(ev))))
-        elif isinstance(ev, DocumentRemoved):
-            receipts.append(indexer.remove(ev))
-        elif isinstance(ev, AclChanged):
-            r = indexer.acl(ev)
+    for i, ev in enumerate(events):
+        # One `index` span per document, under that document's `embed` span (one trace per change).
+        ctx = contexts[i] if contexts else otel_context.get_current()
+        with tracer.start_as_current_span("index", context=ctx) as span:
+            r: DocumentIndexed | DocumentDeleted | None = None
+            if isinstance(ev, DocumentChunked):
+                r = indexer.upsert(ev, vectors.get(id(ev)))
+            elif isinstance(ev, DocumentRemoved):
+                r = indexer.remove(ev)
+            elif isinstance(ev, AclChanged):
+                r = indexer.acl(ev)
             if r is not None:
                 receipts.append(r)
+                span.set_attributes(_receipt_attributes(r))
     return receipts
+
+
+def _receipt_attributes(r: DocumentIndexed | DocumentDeleted) -> dict[str, str | int | bool]:
+    if isinstance(r, DocumentDeleted):
+        return {"index.operation": "delete", "index.chunks_deleted": len(r.removed_chunk_ids)}
+    return {
+        "index.operation": "acl" if r.acl_only else ("unchanged" if r.unchanged else "upsert"),
+        "index.chunks_written": r.chunks_written,
+        "index.chunks_deleted": r.chunks_deleted,
+        "index.collection": r.collection,
+    }
 
 
 def build_handler(indexer: Indexer):
@@ -261,7 +283,9 @@ def build_handler(indexer: Indexer):
 
     async def handle(items: list[Inbound]) -> list[Outbound]:
         try:
-            receipts = await asyncio.to_thread(apply_batch, indexer, [i.event for i in items])
+            receipts = await asyncio.to_thread(
+                apply_batch, indexer, [i.event for i in items], [i.context for i in items]
+            )
         except TRANSIENT as exc:
             raise TransientError(f"weaviate: {exc}") from exc
         now = utcnow()
@@ -270,6 +294,12 @@ def build_handler(indexer: Indexer):
                 metrics.FRESHNESS.labels(metrics.tenant_bucket(r.tenant_id)).observe(
                     max(0.0, (now - r.source_occurred_at).total_seconds())
                 )
-        return [Outbound(out_topic, event_key(r), r) for r in receipts]
+        contexts = {i.event.event_id: i.context for i in items}
+        return [
+            Outbound(
+                out_topic, event_key(r), r, context=contexts.get(r.causation_id, otel_context.get_current())
+            )
+            for r in receipts
+        ]
 
     return handle

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ragstream.core.normalize import NORMALIZER_VERSION, NormalizationError, normalize
-
 from ragstream.runtime import metrics
 from ragstream.runtime.worker import Inbound, Outbound, PermanentError, event_key
 from ragstream.settings import Settings
@@ -103,7 +102,15 @@ def build_handler(settings: Settings):
             else:
                 raw = await asyncio.to_thread(load_content, ev, max_bytes)
                 out = await asyncio.to_thread(to_normalized, ev, raw, max_bytes)
-            outputs.append(Outbound(out_topic, event_key(out), out, partition=item.record.partition))
+            if item.span is not None and isinstance(out, DocumentNormalized):
+                item.span.set_attributes(
+                    {"document.format": out.facts.mime_type, "document.sections": len(out.sections)}
+                )
+            outputs.append(
+                Outbound(
+                    out_topic, event_key(out), out, partition=item.record.partition, context=item.context
+                )
+            )
         return outputs
 
     return handle

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
@@ -22,11 +22,15 @@ from prometheus_client import Counter, Histogram
 from ragstream.adapters.llm import ChatModel, Usage
 from ragstream.adapters.store import DocumentState, WeaviateStore
 from ragstream.core.acl import may_read, passage_allowed
-from ragstream.core.cite import is_abstention, shape_citations
-from ragstream.core.prompt import ABSTAIN, PromptDecision, TokenCounter, approx_tokens, assemble
+from ragstream.core.cite import MARKER, cited_ids, is_abstention, shape_citations
+from ragstream.core.groundedness import GroundednessScorer, split_sentences
+from ragstream.core.prompt import ABSTAIN, Prompt, PromptDecision, TokenCounter, approx_tokens, assemble
 from ragstream.generations.routing import GenerationRouter
+from ragstream.runtime import metrics
 from ragstream.runtime.worker import Inbound, Outbound
 from ragstream.settings import ServingSettings
+from ragstream.telemetry import within
+from schemas.envelope import utcnow
 from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, QueryReranked
 from schemas.topics import ANSWERS, CONSUMERS
 
@@ -46,6 +50,24 @@ COMPLETION_TOKENS = Histogram(
 )
 ABSTAINED = Counter("ragstream_abstentions", "Answers that abstained", ["request_class", "why"])
 DENIED = Counter("ragstream_context_denied", "Passages refused by the second authorization check", ["reason"])
+GROUNDEDNESS = Histogram(
+    "ragstream_answer_groundedness",
+    "Share of answer statements supported by the cited passages",
+    ["request_class"],
+    buckets=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+CITATIONS = Histogram(
+    "ragstream_answer_citations",
+    "Citations per non-abstaining answer",
+    ["request_class"],
+    buckets=(0, 1, 2, 3, 4, 6, 8, 12),
+)
+CITATION_SUPPORT = Histogram(
+    "ragstream_citation_support",
+    "Share of an answer's citations whose passage supports the statement that cites it",
+    ["request_class"],
+    buckets=(0.0, 0.25, 0.5, 0.75, 0.9, 1.0),
+)
 
 Send = Callable[[Sequence[Outbound]], Awaitable[None]]
 
@@ -60,6 +82,7 @@ class Generator:
     on_prompt: Callable[[str, list[dict[str, str]]], None] | None = None
     # The second check reads document state in the generation each passage came from.
     router: GenerationRouter | None = None
+    scorer: GroundednessScorer = field(default_factory=GroundednessScorer)
 
     def _live_states(self, tenant: str, passages: list[Passage]) -> dict[tuple[str, str], DocumentState]:
         assert self.store is not None
@@ -191,8 +214,11 @@ class Generator:
         raw = "".join(parts).strip()
         abstained = is_abstention(raw)
         text, citations = (ABSTAIN, []) if abstained else shape_citations(raw, prompt)
+        grounded: float | None = None
         if abstained:
             ABSTAINED.labels(q.request_class, "model").inc()
+        else:
+            grounded = self.judge(q.question, text, prompt, q.request_class)
         PROMPT_TOKENS.labels(q.request_class).observe(usage.prompt_tokens)
         COMPLETION_TOKENS.labels(q.request_class).observe(usage.completion_tokens)
         timings["generation"] = (time.perf_counter() - t0) * 1000 - timings["prompt"]
@@ -207,7 +233,27 @@ class Generator:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             timings_ms=timings,
+            context_chunk_ids=tuple(p.chunk_id for p in prompt.passages),
+            groundedness=grounded,
         )
+
+    def judge(self, question: str, answer: str, prompt: Prompt, request_class: str) -> float:
+        """Online quality signals: groundedness against the cited passages (all prompt passages when the
+        answer cites none) and the share of citations whose passage supports the sentence citing it."""
+        cmap = prompt.citation_map()
+        cited = [cmap[c] for c in dict.fromkeys(cited_ids(answer)) if c in cmap]
+        result = self.scorer.score(answer, [p.text for p in cited or prompt.passages], question)
+        GROUNDEDNESS.labels(request_class).observe(result.supported_share)
+        CITATIONS.labels(request_class).observe(len(cited))
+        checks = [
+            self.scorer.score(MARKER.sub("", sentence), [cmap[c].text], question).grounded
+            for sentence in split_sentences(answer)
+            for c in cited_ids(sentence)
+            if c in cmap
+        ]
+        if checks:
+            CITATION_SUPPORT.labels(request_class).observe(sum(checks) / len(checks))
+        return round(result.supported_share, 4)
 
 
 def build_handler(gen: Generator, send: Send):
@@ -216,17 +262,29 @@ def build_handler(gen: Generator, send: Send):
         for item in items:
             ev: QueryReranked = item.event
             key = ev.query.query_id.encode()
-            try:
-                final = await gen.answer(ev, send)
-            except Exception as exc:
-                final = QueryFailed(
-                    **ev.caused(producer="generation"),
-                    query_id=ev.query.query_id,
-                    subject=ev.query.caller.subject,
-                    stage="generation",
-                    reason=f"{type(exc).__name__}: {exc}"[:500],
-                )
-            outs.append(Outbound(ANSWERS.name, key, final))
+            with within(item.context):
+                try:
+                    final = await gen.answer(ev, send)
+                except Exception as exc:
+                    final = QueryFailed(
+                        **ev.caused(producer="generation"),
+                        query_id=ev.query.query_id,
+                        subject=ev.query.caller.subject,
+                        stage="generation",
+                        reason=f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                _observe_latency(ev, final)
+                outs.append(Outbound(ANSWERS.name, key, final))
         return outs
 
     return handle
+
+
+def _observe_latency(ev: QueryReranked, final: QueryAnswered | QueryFailed) -> None:
+    q = ev.query
+    if q.requested_at is None:
+        return
+    outcome = "failed" if isinstance(final, QueryFailed) else ("abstained" if final.abstained else "answered")
+    metrics.QUERY_LATENCY.labels(q.request_class, outcome).observe(
+        max(0.0, (utcnow() - q.requested_at).total_seconds())
+    )

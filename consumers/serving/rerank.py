@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 from ragstream.adapters.reranker import Reranker
 from ragstream.runtime.worker import Inbound, Outbound
 from ragstream.settings import ServingSettings
+from ragstream.telemetry import within
 from schemas.envelope import utcnow
 from schemas.serving import QueryReranked, QueryRetrieved
 from schemas.topics import CONSUMERS
@@ -92,8 +93,9 @@ def build_handler(stage: RerankStage):
     async def handle(items: list[Inbound]) -> list[Outbound]:
         outs = []
         for item in items:
-            out = await asyncio.to_thread(stage.rerank, item.event)
-            outs.append(Outbound(out_topic, out.query.query_id.encode(), out))
+            with within(item.context):
+                out = await asyncio.to_thread(stage.rerank, item.event)
+                outs.append(Outbound(out_topic, out.query.query_id.encode(), out))
         return outs
 
     return handle

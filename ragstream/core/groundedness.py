@@ -1,21 +1,23 @@
 """Groundedness: is every statement of an answer supported by the passages it was given? No API, no network.
 
 Method (evals/GROUNDEDNESS.md has the full description and the measured figures):
-  1. Split the answer into statements (sentences, semicolon clauses).
+  1. Split the answer into statements (sentences, semicolon clauses, comma-delimited asides).
   2. Type each statement's content tokens: numbers, dates and proper names are *critical*; other content
      words are *soft*; a few generic relation words are *light*. Words the question already contains
      prove little (restating the question is no support), so they weigh less.
   3. Match tokens against the passages after accent folding, number normalization, light stemming,
      irregular verb forms and a small table of general English synonyms; optionally an injected
-     sentence embedder vouches for soft words that only a paraphrase explains.
+     embedder vouches for soft words whose embedding is close to a passage word's (paraphrase).
   4. A critical token missing from the passages, a name not found as written, a negation the aligned
-     passage sentence does not share, or facts scattered over unrelated sentences reject the statement.
+     passage sentence does not share, a dropped rank ("longest" for "second-longest"), or facts taken
+     from sentences about different subjects (locality) reject the statement.
   5. A bare yes/no cannot be checked word by word: it is accepted when the passages cover the names the
      question asks about.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -63,23 +65,32 @@ class GroundednessResult:
 # ---------------------------------------------------------------- vocabulary
 
 _STOP = frozenset(
-    """a an the and or but if of to in on at by for with from into onto over under about as than then
-    that this these those there here which who whom whose what when where why how is are was were be been
-    being am do does did done has have had having it its he him his she her hers they them their theirs
-    we us our you your i me my mine so such also very too just only both either each any all some most more
-    many much few other another same own can could will would shall should may might must upon via per
-    while during after before since until between among against within through throughout across along
-    around toward towards up down out off again further whether because though although yes no not nor
-    never none n't""".split()
-)
+    {
+        "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with",
+        "from", "into", "onto", "over", "under", "about", "as", "than", "then", "that", "this", "these",
+        "those", "there", "here", "which", "who", "whom", "whose", "what", "when", "where", "why", "how",
+        "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "has", "have",
+        "had", "having", "it", "its", "he", "him", "his", "she", "her", "hers", "they", "them", "their",
+        "theirs", "we", "us", "our", "you", "your", "i", "me", "my", "mine", "so", "such", "also", "very",
+        "too", "just", "only", "both", "either", "each", "any", "all", "some", "most", "more", "many",
+        "much", "few", "other", "another", "same", "own", "can", "could", "will", "would", "shall",
+        "should", "may", "might", "must", "upon", "via", "per", "while", "during", "after", "before",
+        "since", "until", "between", "among", "against", "within", "through", "throughout", "across",
+        "along", "around", "toward", "towards", "up", "down", "out", "off", "again", "further", "whether",
+        "because", "though", "although", "yes", "no", "not", "nor", "never", "none", "n't",
+    }
+)  # fmt: skip
 # Generic relation words: paraphrases swap them freely, so their absence is weak evidence.
 _LIGHT = frozenset(
-    """known called named name located based situated find made make become considered regarded refer
-    part member type kind form currently also well stand stands lie lies sit sits""".split()
-)
+    {
+        "known", "called", "named", "name", "located", "based", "situated", "find", "made", "make",
+        "become", "considered", "regarded", "refer", "part", "member", "type", "kind", "form", "currently",
+        "also", "well", "stand", "stands", "lie", "lies", "sit", "sits",
+    }
+)  # fmt: skip
 _NEGATION = frozenset({"not", "no", "never", "n't", "none", "neither", "nor", "without", "cannot", "nobody"})
 _YES_NO = frozenset({"yes", "no"})
-_AUX_START = re.compile(r"^\W*(are|is|was|were|do|does|did|has|have|had|can|could|will|would)\b", re.I)
+_WH_START = re.compile(r"^\W*(who|whom|whose|what|which|when|where|why|how|name)\b", re.I)
 _NUM_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
     "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
@@ -91,8 +102,11 @@ _NUM_WORDS = {
     "twice": "2", "thrice": "3",
 }  # fmt: skip
 _MONTHS = frozenset(
-    "january february march april june july august september october november december".split()
-)
+    {
+        "january", "february", "march", "april", "june", "july", "august", "september", "october",
+        "november", "december",
+    }
+)  # fmt: skip
 _IRREGULAR = {
     "won": "win", "wrote": "write", "written": "write", "began": "begin", "begun": "begin", "made": "make",
     "led": "lead", "sold": "sell", "bought": "buy", "held": "hold", "ran": "run", "grew": "grow",
@@ -195,12 +209,11 @@ class Token:
 
 def _norm_word(low: str) -> str:
     if low.endswith("'s"):
-        return low[:-2]
+        low = low[:-2]
     if "'" in low and low != "n't":
         head, _, rest = low.partition("'")
-        return (
-            rest.replace("'", "") if len(head) == 1 else (head + rest).replace("'", "")
-        )  # l'Etranger, O'Brien
+        # l'Etranger -> etranger, O'Brien -> obrien
+        return rest.replace("'", "") if len(head) == 1 and head != "o" else (head + rest).replace("'", "")
     return low
 
 
@@ -278,9 +291,15 @@ def _split_asides(sentence: str) -> list[str]:
     return [main.strip(), *out[::-1]]
 
 
+_CITATION = re.compile(r"\s*\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
+
+
 def split_statements(answer: str) -> list[str]:
-    """Sentences, semicolon clauses and comma-delimited asides; a bare phrase answer is one statement."""
-    return [c for s in split_sentences(answer.strip()) for c in _split_asides(s) if c.strip(" .!?")]
+    """Sentences, semicolon clauses and comma-delimited asides; a bare phrase answer is one statement.
+
+    Citation markers ("[2]") are dropped first: they are references, not claims."""
+    text = _CITATION.sub("", answer).strip()
+    return [c for s in split_sentences(text) for c in _split_asides(s) if c.strip(" .!?")]
 
 
 def _is_content(t: Token) -> bool:
@@ -381,7 +400,7 @@ def _match(t: Token, p: _Passage) -> tuple[float, str | None]:
 
 def _phrase_in(run: list[Token], p: _Passage, max_gap: int = 3) -> bool:
     """Names written together appear in order within a few tokens (room for middle names)."""
-    for a, b in zip(run, run[1:], strict=False):
+    for a, b in itertools.pairwise(run):
         pa, pb = p.positions.get(a.stem, []), p.positions.get(b.stem, [])
         if not any(0 < j - i <= max_gap for i in pa for j in pb):
             return False
@@ -439,7 +458,7 @@ def _negations(toks: Sequence[Token]) -> list[int]:
 class _Question:
     stems: frozenset[str]
     names: tuple[Token, ...]  # the names and numbers the question asks about
-    yes_no: bool
+    asks_wh: bool  # "Who ...?": a bare yes/no does not answer it
 
 
 def _read_question(question: str | None) -> _Question:
@@ -449,7 +468,7 @@ def _read_question(question: str | None) -> _Question:
     return _Question(
         stems=frozenset(t.stem for t in toks if _is_content(t)),
         names=tuple(t for t in toks if _is_content(t) and _is_critical(t)),
-        yes_no=bool(_AUX_START.match(fold(question))),
+        asks_wh=bool(_WH_START.match(fold(question))),
     )
 
 
@@ -470,8 +489,9 @@ class _Claim:
 class GroundednessScorer:
     """Statement-level support of an answer by passages; deterministic and CPU-only.
 
-    `embedder` (optional) lets soft words that no passage word matches be vouched for by a paraphrase-level
-    sentence similarity; without it the scorer is purely lexical and fast.
+    `embedder` (optional) vouches for soft words no passage word matches when their embedding is close to a
+    passage word's (`word_similarity`); without it the scorer is purely lexical and fast. The keyword
+    weights are the method's knobs; the defaults are the ones GROUNDEDNESS.md measures.
     """
 
     def __init__(
@@ -483,26 +503,26 @@ class GroundednessScorer:
         soft_weight: float = 1.0,
         light_weight: float = 0.3,
         question_weight: float = 0.25,
+        missing_penalty: float = 1.0,
         locality_window: int = 1,
-        word_similarity: float = 0.7,
-        missing_penalty: float = 0.7,
         locality_weight: float = 1.0,
         locality_question_weight: float = 0.5,
         polarity_cover: float = 0.5,
+        word_similarity: float = 0.7,
     ) -> None:
-        self.polarity_cover = polarity_cover
-        self.locality_question_weight = locality_question_weight
-        self.locality_weight = locality_weight
-        self.missing_penalty = missing_penalty
         self.threshold = threshold
         self.embedder = embedder
         self.critical_weight = critical_weight
         self.soft_weight = soft_weight
         self.light_weight = light_weight
-        self.question_weight = question_weight
-        self.locality_window = locality_window
+        self.question_weight = question_weight  # weight of a question word that the passages hold
+        self.missing_penalty = missing_penalty  # < 1: extra factor per new soft word missing
+        self.locality_window = locality_window  # sentences per stretch, before anaphoric continuations
+        self.locality_weight = locality_weight
+        self.locality_question_weight = locality_question_weight
+        self.polarity_cover = polarity_cover  # share of asked-about names a bare yes/no needs
         self.word_similarity = word_similarity
-        self._vectors: dict[str, np.ndarray] = {}
+        self._vectors: dict[str, np.ndarray] = {}  # word -> embedding, across calls
 
     def score(self, answer: str, passages: list[str], question: str | None = None) -> GroundednessResult:
         texts = [p for p in passages if p and p.strip()]
@@ -531,7 +551,7 @@ class GroundednessScorer:
         if not content:
             return StatementResult(text, False, 0.0, None, reason="no content")
         novel = [t for t in content if t.stem not in q.stems]
-        if not novel and len(content) >= 4 and len(content) >= 0.6 * len(q.stems):
+        if q.stems and not novel and len({t.stem for t in content}) >= 0.6 * len(q.stems):
             return self._result(text, 0.0, p, content, [], "restates the question; no new claim")
 
         claim = self._weigh(content, p, q, bool(novel))
@@ -542,7 +562,7 @@ class GroundednessScorer:
         if any(_is_critical(t) for t in missing):
             score, reason = min(score, 0.3), "number, date or name not in the passages"
         elif soft_missing:
-            # every new content word is a claim: one the passages lack costs more than its weight
+            # every new content word is a claim; a strict scorer (missing_penalty < 1) charges extra
             score *= self.missing_penalty ** len(soft_missing)
             reason = "words not in the passages: " + ", ".join(t.surface for t in soft_missing)
         for run in _capital_runs(toks):
@@ -608,7 +628,7 @@ class GroundednessScorer:
         return best / total
 
     def _negation_differs(self, toks: list[Token], content: list[Token], p: _Passage) -> bool:
-        """A negated statement needs a negated source sentence; a plain clause must not drop a nearby 'not'."""
+        """A negated claim needs a negated source sentence; a plain clause must not drop a nearby 'not'."""
         stems = {t.stem for t in content}
         mine = len(_negations(toks))
         best, best_n = None, 0 if mine else 1  # a negated claim is checked even when it is short
@@ -630,6 +650,8 @@ class GroundednessScorer:
     def _polarity(self, text: str, p: _Passage, q: _Question) -> StatementResult:
         """A bare yes/no: a 'no' is right exactly when the asked property is absent, so only the names asked
         about must be in the passages."""
+        if q.asks_wh:
+            return StatementResult(text, False, 0.0, None, reason="a yes/no does not answer this question")
         if not q.names:
             return StatementResult(text, False, 0.0, None, reason="yes/no without a question to check")
         cover = sum(_match(t, p)[0] > 0 for t in q.names) / len(q.names)
@@ -649,7 +671,7 @@ class GroundednessScorer:
         i = int(np.argmax(sims))
         if float(sims[i]) < self.word_similarity:
             return 0.0, None
-        return 0.8, stem(words[i])
+        return 0.9, stem(words[i])
 
     def _word_vectors(self, words: list[str]) -> np.ndarray:
         assert self.embedder is not None

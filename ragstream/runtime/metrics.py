@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("ragstream_stage_events", "Events handled per stage", ["stage", "outcome"])
 DURATION = Histogram("ragstream_stage_duration_seconds", "Handling time per batch", ["stage"])
@@ -27,6 +27,19 @@ EMBED_LATENCY = Histogram("ragstream_embedding_seconds", "Embedding call latency
 EMBED_TOKENS = Counter("ragstream_embedding_tokens", "Tokens embedded", ["model"])
 NORMALIZED = Counter(
     "ragstream_normalized_documents", "Documents normalized per format", ["format", "outcome"]
+)
+
+CONSUMER_LAG = Gauge(
+    "ragstream_consumer_lag",
+    "Records behind the log end, for the partitions this process owns (sum over replicas per group)",
+    ["group", "topic"],
+    multiprocess_mode="livesum",
+)
+QUERY_LATENCY = Histogram(
+    "ragstream_query_latency_seconds",
+    "Request accepted to final answer, by request class and outcome",
+    ["request_class", "outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300),
 )
 
 TENANT_BUCKETS = 32

@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.runtime.worker import Producer
@@ -17,6 +19,8 @@ from schemas.envelope import utcnow
 from schemas.errors import decode
 from schemas.serving import Caller, QueryRequested, QuerySpec
 from schemas.topics import ANSWERS, QUERIES_REQUESTED, QUERIES_RETRIEVED
+
+tracer = trace.get_tracer("ragstream.queries")
 
 
 class QueryClient:
@@ -83,10 +87,15 @@ class QueryClient:
             top_k=top_k,
             request_class=request_class,  # type: ignore[arg-type]
             deadline_at=utcnow() + timedelta(seconds=timeout_s),
+            requested_at=utcnow(),
         )
-        await self.producer.send(
-            QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
-        )
+        # The root of the query's trace; retrieval, rerank and generation continue it over Kafka.
+        with tracer.start_as_current_span(
+            "query.request", kind=SpanKind.PRODUCER, attributes={"ragstream.query_id": qid}
+        ):
+            await self.producer.send(
+                QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
+            )
         await asyncio.wait_for(self._done[qid].wait(), timeout_s)
         evs = self.events.pop(qid)
         self._done.pop(qid, None)

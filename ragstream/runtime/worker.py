@@ -24,17 +24,20 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from ragstream.runtime import metrics
 from ragstream.settings import Settings
+from ragstream.telemetry import STAGE_SPANS
 from schemas.dlq import DeadLetter
 from schemas.envelope import utcnow
 from schemas.errors import EventDecodeError, decode
 from schemas.topics import TOPICS, ConsumerSpec
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("ragstream.worker")
 
 
 class TransientError(Exception):
@@ -53,7 +56,9 @@ class PermanentError(Exception):
 class Inbound:
     record: ConsumerRecord[bytes, bytes]
     event: Any
+    # The record's own stage span as the current span: outputs created under it continue its trace.
     context: otel_context.Context
+    span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class Outbound:
     # Route by this key instead of `key` (an ACL record is compacted under its own key but must stay
     # ordered with its document's content records, so it shares their partition).
     partition_key: bytes | None = None
+    # Trace context injected into the record's headers: by default the one current where the output was
+    # created (a handler working inside `within(item.context)` needs nothing more).
+    context: otel_context.Context = field(default_factory=otel_context.get_current)
 
 
 Handler = Callable[[list[Inbound]], Awaitable[list[Outbound]]]
@@ -108,7 +116,7 @@ class Producer:
         futures = []
         for item in items:
             carrier: dict[str, str] = dict(item.headers)
-            propagate.inject(carrier)
+            propagate.inject(carrier, context=item.context)
             carrier.setdefault("event-type", type(item.event).__name__)
             partition = item.partition
             if partition is None and item.partition_key is not None:
@@ -177,7 +185,11 @@ class Worker:
 
     async def run(self) -> None:
         """Poll until stopped. Each poll's records are handled, their outputs sent, then committed."""
+        lag_at = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() - lag_at > 5.0:
+                lag_at = time.monotonic()
+                await self._report_lag()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             for tp, records in batches.items():
                 if not records:
@@ -208,13 +220,18 @@ class Worker:
             except EventDecodeError as exc:
                 dead.append(self._dead_letter(rec, exc.reason, exc, None))
                 continue
-            good.append(Inbound(rec, event, propagate.extract(headers_dict(rec))))
-        outputs, more_dead = await self._handle(good)
-        dead.extend(more_dead)
-        await self.producer.send_many(
-            [*outputs, *(Outbound(self.topic.dlq, self._dl_key(d), d) for d in dead)]
-        )
-        await self.consumer.commit({tp: records[-1].offset + 1})
+            good.append(self._inbound(rec, event))
+        try:
+            outputs, more_dead = await self._handle(good)
+            dead.extend(more_dead)
+            await self.producer.send_many(
+                [*outputs, *(Outbound(self.topic.dlq, self._dl_key(d), d) for d in dead)]
+            )
+            await self.consumer.commit({tp: records[-1].offset + 1})
+        except BaseException as exc:
+            _end_spans(good, exc)
+            raise
+        _end_spans(good, None, {d.original_offset: d.reason for d in more_dead})
         self.processed += len(records)
         metrics.BATCH.labels(stage).observe(len(records))
         metrics.DURATION.labels(stage).observe(time.perf_counter() - started)
@@ -222,6 +239,38 @@ class Worker:
         for d in dead:
             metrics.DEAD_LETTERS.labels(stage, d.reason).inc()
             metrics.EVENTS.labels(stage, "dead_letter").inc()
+
+    async def _report_lag(self) -> None:
+        """Lag of the partitions this process owns (KEDA computes its own from the broker; this is for
+        dashboards and alerts)."""
+        lag = 0
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue
+            with contextlib.suppress(Exception):
+                lag += max(0, end - await self.consumer.position(tp))
+        metrics.CONSUMER_LAG.labels(self.group, self.spec.topic).set(lag)
+
+    def _inbound(self, rec: ConsumerRecord[bytes, bytes], event: Any) -> Inbound:
+        """Open the record's stage span as a child of the upstream span carried in its headers."""
+        parent = propagate.extract(headers_dict(rec))
+        span = tracer.start_span(
+            STAGE_SPANS.get(self.spec.name, self.spec.name),
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": rec.topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.destination.partition.id": str(rec.partition),
+                "messaging.kafka.offset": rec.offset,
+                "ragstream.tenant_id": getattr(event, "tenant_id", ""),
+                "ragstream.event_type": type(event).__name__,
+            },
+        )
+        return Inbound(rec, event, trace.set_span_in_context(span, parent), span)
 
     async def _handle(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
         if not items:
@@ -286,3 +335,16 @@ class Worker:
     @staticmethod
     def _dl_key(d: DeadLetter) -> bytes:
         return base64.b64decode(d.original_key_b64) if d.original_key_b64 else d.dead_letter_id.encode()
+
+
+def _end_spans(items: list[Inbound], exc: BaseException | None, dead: dict[int, str] | None = None) -> None:
+    for item in items:
+        if item.span is None:
+            continue
+        if exc is not None:
+            item.span.record_exception(exc)
+            item.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        elif dead and item.record.offset in dead:
+            item.span.set_attribute("ragstream.dead_letter_reason", dead[item.record.offset])
+            item.span.set_status(Status(StatusCode.ERROR, dead[item.record.offset]))
+        item.span.end()
