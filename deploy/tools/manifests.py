@@ -6,13 +6,15 @@ Tools and schemas are cached outside the checkout, in ~/.cache/ragstream/tools (
 fetches them once; scripts/bootstrap.sh calls it):
 
 - Helm v3.22.0 renders the chart (`helm template`); kubeconform v0.8.0 validates (strict, JSON output).
-- Kubernetes 1.37 schemas: the `kubernetes-validate` wheel (strict variant), copied with their `$id` dropped and
-  their `/api/_definitions.json` refs made local, so nothing resolves to the web.
+- Kubernetes 1.37 schemas: the `kubernetes-validate` wheel (strict variant), copied with their `$id` dropped
+  and their `/api/_definitions.json` refs made local, so nothing resolves to the web.
 - KEDA (keda.sh/v1alpha1 ScaledObject, ScaledJob, TriggerAuthentication): the pydantic models of
   `cloudcoil-models-keda` (2.16.1.0: the newest release for Python < 3.14), exported as JSON Schema.
-- Prometheus Operator (monitoring.coreos.com/v1 PrometheusRule): `cloudcoil-models-prometheus-operator`, same way.
-- Strimzi 0.49.0 (kafka.strimzi.io/v1beta2 Kafka, KafkaNodePool, KafkaTopic): the CRDs generated from Strimzi's
-  own Java API model (io.strimzi:api + io.strimzi:crd-generator from Maven Central), openAPIV3Schema converted.
+- Prometheus Operator (monitoring.coreos.com/v1 PrometheusRule): `cloudcoil-models-prometheus-operator`,
+  the same way (0.80.1.0, also the newest for Python < 3.14).
+- Strimzi 0.49.0 (kafka.strimzi.io/v1beta2 Kafka, KafkaNodePool, KafkaTopic): the CRDs generated from
+  Strimzi's own Java API model (io.strimzi:api + io.strimzi:crd-generator from Maven Central),
+  openAPIV3Schema converted.
 
 CRD schemas and pydantic exports rarely forbid unknown keys; the conversion adds `additionalProperties: false`
 to every object that declares `properties` and does not preserve unknown fields, so a misspelt key fails.
@@ -64,7 +66,7 @@ def ensure_tools() -> Path:
     return t
 
 
-# --- schema conversion -------------------------------------------------------------------------------------
+# --- schema conversion --------------------------------------------------------------------------------------
 
 
 def strictify(node: Any) -> Any:
@@ -129,7 +131,9 @@ def _model_schemas() -> dict[str, dict[str, Any]]:
 def _core_source() -> Path:
     import kubernetes_validate
 
-    return Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBE_VERSION}-local-strict"
+    return (
+        Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{KUBE_VERSION}-local-strict"
+    )
 
 
 def _versions_stamp() -> str:
@@ -163,7 +167,9 @@ def ensure_schemas() -> Path:
         (tmp / "core" / src.name).write_text(json.dumps(data))
     crds: dict[str, dict[str, Any]] = {}
     for name in ("kafka", "kafkanodepool", "kafkatopic"):
-        crds.update(crd_schemas(yaml.safe_load((t / "strimzi" / STRIMZI_VERSION / f"{name}.yaml").read_text())))
+        crds.update(
+            crd_schemas(yaml.safe_load((t / "strimzi" / STRIMZI_VERSION / f"{name}.yaml").read_text()))
+        )
     crds.update(_model_schemas())
     for rel, schema in crds.items():
         path = tmp / "crd" / rel
@@ -175,7 +181,7 @@ def ensure_schemas() -> Path:
     return dest
 
 
-# --- rendering and validation ---------------------------------------------------------------------------------
+# --- rendering and validation -------------------------------------------------------------------------------
 
 
 def helm_template(
