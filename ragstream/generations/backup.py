@@ -9,17 +9,20 @@ back on the generation that was live at backup time. Backends: the local `backup
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import weaviate
 from weaviate.backup.backup import BackupStorage
 
+from consumers.generations.builder import builder_group
 from ragstream.generations import names
 from ragstream.generations.record import GenerationEvent
 from ragstream.generations.registry import Registry
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
+from schemas.topics import CONSUMERS, SOURCE_CHANGES
 
 _ID = re.compile(r"^[a-z0-9_-]+$")
 
@@ -48,6 +51,24 @@ def index_collections(client: weaviate.WeaviateClient, settings: Settings) -> li
     return sorted(c for c in wanted if client.collections.exists(c))
 
 
+def source_positions(settings: Settings, groups: list[str], timeout_s: float = 10.0) -> dict[str, Any]:
+    """End offsets of the source topic and the committed offsets of `groups` (empty if Kafka is away)."""
+    from ragstream.generations.build import committed_offsets, end_offsets
+
+    async def read() -> dict[str, Any]:
+        out: dict[str, Any] = {"topic": SOURCE_CHANGES.name, "end": await end_offsets(settings.kafka)}
+        out["groups"] = {g: await committed_offsets(settings.kafka, g) for g in groups}
+        return out
+
+    async def bounded() -> dict[str, Any]:
+        return await asyncio.wait_for(read(), timeout_s)
+
+    try:
+        return asyncio.run(bounded())
+    except Exception:  # a backup of Weaviate must not depend on Kafka being reachable
+        return {}
+
+
 def create(
     client: weaviate.WeaviateClient, settings: Settings, backup_id: str | None = None
 ) -> dict[str, Any]:
@@ -59,6 +80,11 @@ def create(
     reg.ensure()
     collections = index_collections(client, settings)
     view = reg.view()
+    groups = [CONSUMERS["normalizer"].group] + [
+        builder_group(n)
+        for n, st in view.generations.items()
+        if st.retired_at is None and st.record.spec.source
+    ]
     manifest = {
         "backup_id": backup_id,
         "backend": settings.generations.backup_backend,
@@ -66,6 +92,8 @@ def create(
         "alias": {reg.alias: reg.alias_target()},
         "live": view.live,
         "tenants": {t: s[-1] for t, s in view.tenant_history.items() if s},
+        # Where ingestion stood: after a restore, rewind these groups here to re-apply later changes.
+        "source_offsets": source_positions(settings, groups),
     }
     reg.append(GenerationEvent.new(view.live or settings.index.generation, "backup", data=manifest))
     result = client.backup.create(

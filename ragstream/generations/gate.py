@@ -1,6 +1,8 @@
 """The promotion gate: the configured evaluation sets, run against the candidate generation.
 
-A set is named `path` (run by `evals.runner.run_set`, the evaluation plane's runner and thresholds) or
+A set is named `path` (run by `evals.runner.run_set`, the evaluation plane's runner and thresholds, through
+the deployed serving consumers with every query pinned to the candidate; the set's documents must already be
+in the source topic, e.g. from a `ragstream eval run` against live) or
 `recall:path` (a built-in retrieval check that needs no serving pipeline: hybrid search in the candidate,
 recall@k of the expected documents against a minimum). Every outcome is recorded on the candidate.
 
@@ -40,11 +42,24 @@ class EvalOutcome(BaseModel):
 Evaluator = Callable[[Settings, str, str], Awaitable[EvalOutcome]]
 
 
+class GateUnavailableError(RuntimeError):
+    """The gate cannot run (no serving consumers to ask): promotion does not happen."""
+
+
 async def runner_evaluator(settings: Settings, set_path: str, generation: str) -> EvalOutcome:
     """The evaluation plane's runner (`evals.runner.run_set`) with the query pinned to `generation`."""
+    from evals.asking import serving_is_deployed
     from evals.runner import run_set  # the evaluation plane; imported only when a set needs it
 
-    result = await run_set(settings, set_path, generation=generation, progress=False)
+    if not await serving_is_deployed(settings):
+        raise GateUnavailableError(
+            "the gate asks the deployed serving consumers (retrieval, rerank, generation); none are running"
+        )
+    # The candidate is judged on what its build holds: the set's documents are not re-published (the
+    # live pipeline would index them under the live policy), and queries name the candidate explicitly.
+    result = await run_set(
+        settings, Path(set_path), generation=generation, progress=False, ingest=False, pipeline="external"
+    )
     failures = [f if isinstance(f, str | int | float | dict | list) else str(f) for f in result.failures]
     to_json = getattr(result, "to_json", None)
     detail = to_json() if callable(to_json) else {}
