@@ -146,3 +146,24 @@ def test_topic_prefix_applies_to_topics_and_triggers_not_groups() -> None:
         for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["RAGSTREAM_KAFKA__TOPIC_PREFIX"] == "staging."
+
+
+def test_bench_reads_the_chart_thresholds_and_applies_kedas_formula() -> None:
+    from bench.scaling import Scaling, chart_scaling
+
+    scaling = chart_scaling()
+    assert set(scaling) == set(CONSUMERS)
+    for name, sc in scaling.items():
+        assert sc.partitions == TOPICS[CONSUMERS[name].topic].partitions
+    sc = Scaling(
+        lag_threshold=10,
+        activation_lag_threshold=5,
+        min_replicas=0,
+        max_replicas=4,
+        partitions=6,
+        polling_interval_s=15,
+        cooldown_s=300,
+    )
+    assert [sc.replicas(lag) for lag in (0, 5, 6, 10, 11, 35, 1000)] == [0, 0, 1, 1, 2, 4, 4]
+    wide = Scaling(10, 0, 1, 12, 6, 15, 300)  # maxReplicaCount above partitions: partitions win
+    assert [wide.replicas(lag) for lag in (0, 1, 60, 61, 10_000)] == [1, 1, 6, 6, 6]

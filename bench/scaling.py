@@ -1,0 +1,446 @@
+"""Scaling benchmark on the running local stack (`ragstream stack up`): real lag on the real broker, the
+replica counts KEDA's kafka scaler would compute from it, next to what one replica measurably drains.
+
+For each consumer, in pipeline order, on a per-run topic prefix with the chart's partition count:
+1. the backlog is already on its input topic (documents published for the normalizer; every later stage's
+   input is the previous stage's output), so its consumer group starts with real lag;
+2. one replica of the real worker (`ragstream.runtime.worker.Worker` with the production handler, as
+   `ragstream worker NAME` runs it) consumes it, while the group's lag is sampled from the broker (committed
+   offsets vs log-end offsets) every `--sample-s`;
+3. each lag sample goes through KEDA's formula with the thresholds in deploy/helm/ragstream/values.yaml.
+
+KEDA's kafka scaler (keda.sh/docs/2.17/scalers/apache-kafka; concepts/scaling-deployments, "Activating and
+Scaling thresholds"): the metric is the group's total lag over the topic's partitions (a partition without a
+committed offset counts its log-end offset under offsetResetPolicy=earliest); the HPA it feeds targets
+`lagThreshold` per replica (AverageValue), so desired = ceil(totalLag / lagThreshold); the scaler caps it at
+the topic's partitions (allowIdleConsumers=false) and the ScaledObject at maxReplicaCount, floor
+minReplicaCount; with minReplicaCount 0 the workload is active only while totalLag > activationLagThreshold.
+
+Reported per consumer: one-replica throughput (records/s, after its start-up and group join), the backlog one
+replica carries at the target (lagThreshold / throughput, seconds), the replica timeline, and the drain time
+KEDA's replica count would give if throughput scales with replicas (an estimate, said so). Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.common import isolated_settings
+from producers.publisher import DocumentPublisher
+from ragstream.runtime.app import build
+from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
+from ragstream.runtime.worker import Producer, Worker
+from ragstream.settings import Settings
+from schemas.ingestion import Acl
+from schemas.serving import Caller, QueryRequested, QuerySpec
+from schemas.topics import CONSUMERS
+
+ROOT = Path(__file__).resolve().parents[1]
+VALUES = ROOT / "deploy" / "helm" / "ragstream" / "values.yaml"
+FAQ_TXT = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
+KEDA_DOCS = [
+    "https://keda.sh/docs/2.17/scalers/apache-kafka/",
+    "https://keda.sh/docs/2.17/concepts/scaling-deployments/#activating-and-scaling-thresholds",
+    "https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/#algorithm-details",
+]
+
+
+# --- KEDA's arithmetic --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scaling:
+    lag_threshold: int
+    activation_lag_threshold: int
+    min_replicas: int
+    max_replicas: int
+    partitions: int
+    polling_interval_s: int
+    cooldown_s: int
+
+    def replicas(self, total_lag: int) -> int:
+        """Replicas KEDA + the HPA converge to for this total lag (before HPA tolerance and stabilization)."""
+        if self.min_replicas == 0 and total_lag <= self.activation_lag_threshold:
+            return 0  # not active: scaled to (or kept at) zero
+        desired = math.ceil(max(total_lag, 0) / self.lag_threshold)
+        desired = min(desired, self.partitions, self.max_replicas)
+        return max(desired, self.min_replicas, 1)
+
+
+def chart_scaling() -> dict[str, Scaling]:
+    values = yaml.safe_load(VALUES.read_text())
+    defaults = values["workerDefaults"]
+    partitions = {t["name"]: int(t["partitions"]) for t in values["topics"]["list"]}
+    out = {}
+    for name, w in values["workers"].items():
+        out[name] = Scaling(
+            lag_threshold=int(w["lagThreshold"]),
+            activation_lag_threshold=int(w["activationLagThreshold"]),
+            min_replicas=int(w["minReplicaCount"]),
+            max_replicas=int(w["maxReplicaCount"]),
+            partitions=partitions[w["topic"]],
+            polling_interval_s=int(w.get("pollingInterval", defaults["pollingInterval"])),
+            cooldown_s=int(w.get("cooldownPeriod", defaults["cooldownPeriod"])),
+        )
+    return out
+
+
+# --- lag from the broker ------------------------------------------------------------------------------------
+
+
+class LagProbe:
+    """A consumer group's total lag on one topic, as KEDA's scaler reads it (earliest reset policy)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+
+    async def start(self) -> None:
+        await self.admin.start()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.admin.close()
+
+    async def lag(self, group: str, topic: str) -> int:
+        name = self.s.kafka.topic_prefix + topic
+        self.consumer._client.add_topic(name)  # track metadata for an unsubscribed topic
+        parts = self.consumer.partitions_for_topic(name)
+        if not parts:
+            await self.consumer._client.force_metadata_update()
+            parts = self.consumer.partitions_for_topic(name) or set()
+        tps = [TopicPartition(name, p) for p in sorted(parts)]
+        ends = await self.consumer.end_offsets(tps)
+        committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
+        total = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None and meta.offset >= 0 else 0
+            total += max(ends[tp] - offset, 0)
+        return total
+
+
+# --- one stage ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    name: str
+    scaling: Scaling
+    build_s: float = 0.0
+    join_s: float = 0.0
+    initial_lag: int = 0
+    final_lag: int = 0
+    drained: int = 0
+    drain_window_s: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return self.drained / self.drain_window_s if self.drain_window_s > 0 else float("nan")
+
+    def report(self) -> dict[str, Any]:
+        sc = self.scaling
+        tput = self.throughput
+        series = [(round(t, 1), lag, sc.replicas(lag)) for t, lag in self.samples]
+        # What KEDA sees: one reading per pollingInterval (the first at t=0, when the backlog is there).
+        seen: dict[int, tuple[float, int, int]] = {}
+        for point in series:
+            seen.setdefault(int(point[0] // sc.polling_interval_s), point)
+        keda_polls = list(seen.values())
+        peak = sc.replicas(self.initial_lag)
+        est = self.initial_lag / (peak * tput) if tput and tput == tput and peak else float("nan")
+        return {
+            "chart": {
+                "lagThreshold": sc.lag_threshold,
+                "activationLagThreshold": sc.activation_lag_threshold,
+                "minReplicaCount": sc.min_replicas,
+                "maxReplicaCount": sc.max_replicas,
+                "partitions": sc.partitions,
+                "pollingInterval": sc.polling_interval_s,
+            },
+            "initial_lag": self.initial_lag,
+            "final_lag": self.final_lag,
+            "drained": self.drained,
+            "build_s": round(self.build_s, 2),
+            "group_join_s": round(self.join_s, 2),
+            "drain_window_s": round(self.drain_window_s, 2),
+            "one_replica_records_per_s": round(tput, 3),
+            "seconds_of_backlog_per_replica_at_target": round(sc.lag_threshold / tput, 2) if tput else None,
+            "keda_replicas_at_initial_lag": peak,
+            "keda_replicas_max_seen": max((r for _, _, r in series), default=0),
+            "drain_s_one_replica": round(self.initial_lag / tput, 1) if tput else None,
+            "drain_s_at_keda_replicas_estimate": round(est, 1) if est == est else None,
+            "keda_polls": keda_polls,
+            "timeline": _thin(series, 24),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+def _thin(series: list[tuple[float, int, int]], n: int) -> list[tuple[float, int, int]]:
+    if len(series) <= n:
+        return series
+    step = (len(series) - 1) / (n - 1)
+    return [series[round(i * step)] for i in range(n)]
+
+
+async def run_stage(
+    name: str,
+    settings: Settings,
+    scaling: Scaling,
+    probe: LagProbe,
+    *,
+    budget_s: float,
+    sample_s: float,
+    overrides: dict[str, Any],
+) -> StageResult:
+    spec = CONSUMERS[name]
+    group = f"{spec.group}.{settings.kafka.topic_prefix.rstrip('.')}"  # never join a shared group
+    res = StageResult(name, scaling)
+    t = time.perf_counter()
+    producer = Producer(settings)
+    handler, extras = await asyncio.to_thread(build, name, settings, producer, **overrides)
+    worker = Worker(
+        spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max, producer=producer
+    )
+    res.build_s = time.perf_counter() - t
+    res.initial_lag = await probe.lag(group, spec.topic)
+    t0 = time.monotonic()
+    res.samples.append((0.0, res.initial_lag))
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    joined_at: float | None = None
+    joined_lag = res.initial_lag
+    lag = res.initial_lag
+    try:
+        while True:
+            await asyncio.sleep(sample_s)
+            now = time.monotonic() - t0
+            if joined_at is None and worker.consumer.assignment():
+                joined_at, joined_lag = now, await probe.lag(group, spec.topic)
+            lag = await probe.lag(group, spec.topic)
+            res.samples.append((now, lag))
+            if task.done():
+                task.result()
+                break
+            if lag == 0 or now > budget_s:
+                break
+    finally:
+        await worker.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if "close" in extras:
+            extras["close"]()
+    end = res.samples[-1][0]
+    res.join_s = joined_at if joined_at is not None else end
+    res.final_lag = lag
+    res.drained = joined_lag - lag
+    res.drain_window_s = max(end - res.join_s, 1e-9)
+    if lag:
+        res.note = (
+            f"stopped after the {budget_s:.0f} s budget with lag {lag}: throughput from the drained part"
+        )
+    return res
+
+
+# --- inputs -------------------------------------------------------------------------------------------------
+
+
+def sections(limit: int) -> list[tuple[str, str]]:
+    """(title, text) sections of the Debian FAQ (plain text), about 1-3 kB each."""
+    text = gzip.decompress(FAQ_TXT.read_bytes()).decode("utf-8", "replace")
+    parts = re.split(r"\n(?=\d+\.\d+\.? [^\n]+\n)", text)
+    out = []
+    for p in parts:
+        p = p.strip()
+        if len(p) < 400:
+            continue
+        title = p.splitlines()[0].strip()
+        out.append((title, p[:3000]))
+    while len(out) < limit:  # repeat with new ids: the same text is still a new document version
+        out += out[: limit - len(out)]
+    return out[:limit]
+
+
+async def publish_documents(settings: Settings, tenant: str, docs: list[tuple[str, str]]) -> None:
+    async with DocumentPublisher(settings) as pub:
+        for i, (title, text) in enumerate(docs):
+            await pub.upsert(
+                tenant,
+                f"faq-{i:04d}",
+                content=text.encode(),
+                mime_type="text/plain",
+                acl=Acl(groups=("everyone",)),
+                title=title,
+            )
+
+
+async def publish_queries(settings: Settings, tenant: str, docs: list[tuple[str, str]], n: int) -> None:
+    producer = Producer(settings)
+    await producer.start()
+    try:
+        now = datetime.now(UTC)
+        events = []
+        for i in range(n):
+            title = docs[i % len(docs)][0]
+            question = re.sub(r"^\d+(\.\d+)*\.?\s*", "", title).rstrip("?") + "?"
+            spec = QuerySpec(
+                query_id=str(uuid.uuid4()),
+                question=question,
+                caller=Caller(subject="bench", groups=("everyone",), auth_method="internal"),
+                request_class="interactive",
+                deadline_at=now + timedelta(hours=1),
+                requested_at=now,
+            )
+            events.append(QueryRequested(tenant_id=tenant, query=spec, producer="bench"))
+        from ragstream.runtime.worker import Outbound, event_key
+
+        spec0 = CONSUMERS["retrieval"]
+        await producer.send_many([Outbound(spec0.topic, event_key(e), e) for e in events])
+    finally:
+        await producer.stop()
+
+
+async def model_server_up(settings: Settings) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=3.0) as c:
+            r = await c.get(settings.llm.base_url.rstrip("/") + "/models")
+            return r.status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    scaling = chart_scaling()
+    partitions = max(s.partitions for s in scaling.values())
+    s = isolated_settings(partitions=partitions)
+    await ensure_topics(s.kafka, desired_topics(s.kafka))
+    tenant = "bench-scaling"
+    docs = sections(args.documents)
+    probe = LagProbe(s)
+    await probe.start()
+    results: dict[str, StageResult] = {}
+    skipped: dict[str, str] = {}
+    from ragstream.adapters.embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
+    shared = {"embedder": embedder}
+    t_all = time.perf_counter()
+    try:
+        await publish_documents(s, tenant, docs)
+        for name in ("normalizer", "chunker", "embedder"):
+            results[name] = await run_stage(
+                name,
+                s,
+                scaling[name],
+                probe,
+                budget_s=args.stage_budget_s,
+                sample_s=args.sample_s,
+                overrides=shared,
+            )
+        await publish_queries(s, tenant, docs, args.queries)
+        for name in ("retrieval", "rerank"):
+            results[name] = await run_stage(
+                name,
+                s,
+                scaling[name],
+                probe,
+                budget_s=args.stage_budget_s,
+                sample_s=args.sample_s,
+                overrides=shared,
+            )
+        if await model_server_up(s):
+            results["generation"] = await run_stage(
+                "generation",
+                s,
+                scaling["generation"],
+                probe,
+                budget_s=args.generation_budget_s,
+                sample_s=args.sample_s,
+                overrides={},
+            )
+        else:
+            skipped["generation"] = f"no OpenAI-compatible server at {s.llm.base_url}"
+    finally:
+        await probe.stop()
+        from ragstream.adapters.weaviate_client import connect
+
+        client = connect(s.weaviate)
+        for coll in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
+            with contextlib.suppress(Exception):
+                client.collections.delete(coll)
+        client.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
+        await admin.start()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([t.name for t in desired_topics(s.kafka)])
+        await admin.close()
+    return {
+        "topic_prefix": s.kafka.topic_prefix,
+        "partitions": partitions,
+        "documents": len(docs),
+        "queries": args.queries,
+        "consumers": {name: r.report() for name, r in results.items()},
+        "skipped": skipped,
+        "settings": {
+            "consumer_batch_max": s.index.consumer_batch_max,
+            "embedding_batch_size": s.index.embedding_batch_size,
+            "rerank": s.serving.rerank,
+            "llm_model": s.llm.model,
+            "answer_max_tokens": s.serving.answer_max_tokens,
+        },
+        "record_units": {
+            "normalizer": "source changes (documents)",
+            "chunker": "normalized documents",
+            "embedder": "chunked documents (one record carries all chunks of a document)",
+            "retrieval": "queries",
+            "rerank": "queries",
+            "generation": "queries (each a full LLM answer)",
+        },
+        "wall_s": round(time.perf_counter() - t_all, 1),
+        "keda_formula": (
+            "replicas = 0 if minReplicaCount == 0 and totalLag <= activationLagThreshold, else "
+            "max(minReplicaCount, min(ceil(totalLag / lagThreshold), partitions, maxReplicaCount))"
+        ),
+        "sources": KEDA_DOCS,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--documents", type=int, default=240, help="source changes published (ingestion backlog)")
+    ap.add_argument("--queries", type=int, default=120, help="queries published (serving backlog)")
+    ap.add_argument("--stage-budget-s", type=float, default=60.0, help="longest one stage may drain")
+    ap.add_argument("--generation-budget-s", type=float, default=60.0, help="drain budget with the real LLM")
+    ap.add_argument("--sample-s", type=float, default=0.5, help="lag sampling interval")
+    args = ap.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
