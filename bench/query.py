@@ -27,6 +27,7 @@ import httpx
 from bench.common import isolated_settings, pct
 from gateway.app import create_app
 from gateway.auth import Principal, mint_token
+from gateway.backpressure import KafkaLagProbe
 from gateway.client import GatewayClient
 from gateway.hub import KafkaAnswerHub
 from gateway.server import serve_in_process
@@ -85,14 +86,25 @@ async def in_process(pipeline: LocalPipeline, ev: QueryRequested) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-async def event_path(producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested) -> tuple[float, bool]:
-    """Publish QueryRequested, wait until the hub holds its final (ms, answered)."""
+STAGES = ("retrieval", "rerank", "prompt", "generation")
+
+
+async def event_path(producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested) -> dict[str, float]:
+    """Publish QueryRequested, wait until the hub holds its final: total, stage sum, streaming tail (ms)."""
     qid = ev.query.query_id
     hub.register(qid, USER, "interactive", 60)
     t0 = time.perf_counter()
     await producer.send(QUERIES_REQUESTED.name, ev, qid.encode())
-    final = await hub.wait(hub.records[qid])
-    return (time.perf_counter() - t0) * 1000, isinstance(final, QueryAnswered)
+    rec = hub.records[qid]
+    final = await hub.wait(rec)
+    total = (time.perf_counter() - t0) * 1000
+    assert isinstance(final, QueryAnswered), f"event path failed: {final}"
+    assert rec.finished_at is not None and rec.first_delta_at is not None
+    return {
+        "total": total,
+        "stages": sum(final.timings_ms.get(k, 0.0) for k in STAGES),
+        "tail": (rec.finished_at - rec.first_delta_at) * 1000,
+    }
 
 
 async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) -> dict[str, Any]:
@@ -103,16 +115,19 @@ async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) ->
     inproc: list[float] = []
     events: list[float] = []
     diffs: list[float] = []
+    transport: list[float] = []
+    tails: list[float] = []
     try:
         for i in range(warmup + n):
             q = QUESTIONS[i % len(QUESTIONS)]
             a = await in_process(pipeline, _request(q))
-            b, ok = await event_path(producer, hub, _request(q))
-            assert ok, f"event path failed for {q!r}"
+            b = await event_path(producer, hub, _request(q))
             if i >= warmup:
                 inproc.append(a)
-                events.append(b)
-                diffs.append(b - a)
+                events.append(b["total"])
+                diffs.append(b["total"] - a)
+                transport.append(b["total"] - b["stages"])
+                tails.append(b["tail"])
     finally:
         await hub.stop()
         await producer.stop()
@@ -124,15 +139,20 @@ async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) ->
         "event_path_p95_ms": round(pct(events, 0.95), 2),
         "overhead_p50_ms": round(pct(diffs, 0.5), 2),
         "overhead_p95_ms": round(pct(diffs, 0.95), 2),
+        # Where it goes: event total minus the stage times the workers themselves report (Kafka hops,
+        # polling, commits), and first streamed delta -> final at the hub (delta sends, one by one).
+        "transport_p50_ms": round(pct(transport, 0.5), 2),
+        "transport_p95_ms": round(pct(transport, 0.95), 2),
+        "stream_tail_p50_ms": round(pct(tails, 0.5), 2),
     }
 
 
-async def http_path(s: Settings, n: int) -> dict[str, Any]:
+async def http_path(s: Settings, n: int, suffix: str) -> dict[str, Any]:
     """POST /v1/answer through an in-process gateway (uvicorn on loopback)."""
     token = mint_token(s.auth, TENANT, USER.subject)
     lat: list[float] = []
     async with (
-        serve_in_process(create_app(s)) as url,
+        serve_in_process(create_app(s, lag_probe=KafkaLagProbe(s, group_suffix=suffix))) as url,
         httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c,
     ):
         for i in range(n + 3):
@@ -151,7 +171,7 @@ def llm_up(s: Settings) -> bool:
         return False
 
 
-async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int) -> dict[str, Any]:
+async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffix: str) -> dict[str, Any]:
     """Streamed through the gateway with the real model: its own topics, the same index generation."""
     tag = uuid.uuid4().hex[:6]
     s2 = s.model_copy(
@@ -161,10 +181,11 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int) -> di
     client_ttft: list[float] = []
     worker_ttft: list[float] = []
     total: list[float] = []
-    pipeline = await LocalPipeline(s2, SERVING, {"*": {"embedder": embedder}}).start()
+    pipeline = await LocalPipeline(s2, SERVING, {"*": {"embedder": embedder}}, group_suffix=suffix).start()
     try:
         token = mint_token(s2.auth, TENANT, USER.subject)
-        async with serve_in_process(create_app(s2)) as url, GatewayClient(url, token) as gw:
+        app = create_app(s2, lag_probe=KafkaLagProbe(s2, group_suffix=suffix))
+        async with serve_in_process(app) as url, GatewayClient(url, token) as gw:
             for i in range(n):
                 r = await gw.ask(QUESTIONS[i % len(QUESTIONS)], request_class="batch")
                 if r.final_event != "answer" or "client_first_delta" not in r.timings_ms:
@@ -194,19 +215,23 @@ async def run(n: int, warmup: int, http_n: int, ttft_n: int) -> dict[str, Any]:
         "generation": {"llm": ExtractiveStub()},
     }
     result: dict[str, Any] = {}
-    pipeline = await LocalPipeline(s, INGESTION + SERVING, overrides).start()
+    # Own consumer groups: shared group ids would rebalance whenever another process joins or leaves them.
+    suffix = "." + s.kafka.topic_prefix.rstrip(".")
+    pipeline = await LocalPipeline(s, INGESTION + SERVING, overrides, group_suffix=suffix).start()
     try:
         state = Path(f"/tmp/ragstream-bench-{uuid.uuid4().hex[:8]}")
-        pub = await publish_folder(s, CORPUS, TENANT, Acl(groups=("everyone",)), wait=True, state_dir=state)
+        pub = await publish_folder(
+            s, CORPUS, TENANT, Acl(groups=("everyone",)), wait=True, timeout_s=300, state_dir=state
+        )
         result["corpus"] = pub
         result.update(await overhead(s, pipeline, n, warmup))
         if http_n:
-            result.update(await http_path(s, http_n))
+            result.update(await http_path(s, http_n, suffix))
     finally:
         await pipeline.stop()
     try:
         if ttft_n and llm_up(s):
-            result.update(await ttft(s, embedder, ttft_n))
+            result.update(await ttft(s, embedder, ttft_n, suffix + ".ttft"))
         else:
             result["ttft"] = f"skipped: no model server at {s.llm.base_url}" if ttft_n else "skipped"
     finally:

@@ -82,6 +82,7 @@ class Gateway:
         batch = req.request_class == "batch"
         top_k = min(req.top_k or (cfg.batch_top_k if batch else cfg.interactive_top_k), cfg.max_top_k)
         deadline_s = cfg.batch_deadline_s if batch else cfg.interactive_deadline_s
+        now = utcnow()
         spec = QuerySpec(
             query_id=str(uuid.uuid4()),
             question=req.question,
@@ -89,7 +90,8 @@ class Gateway:
             request_class=req.request_class,
             top_k=top_k,
             filters=req.filters,
-            deadline_at=utcnow() + timedelta(seconds=deadline_s),
+            deadline_at=now + timedelta(seconds=deadline_s),
+            requested_at=now,
             mode=req.mode,
         )
         qid = spec.query_id

@@ -136,7 +136,7 @@ async def test_submit_publishes_identity_from_the_credential_only(env: Env) -> N
     assert ev.tenant_id == "acme" and ev.query.query_id == body["query_id"]
     assert ev.query.caller.subject == "alice"
     assert set(ev.query.caller.groups) == {"finance", "everyone"}
-    assert ev.query.request_class == "interactive"
+    assert ev.query.request_class == "interactive" and ev.query.requested_at is not None
 
 
 async def test_request_class_sets_top_k_and_deadline(env: Env) -> None:
