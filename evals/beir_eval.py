@@ -44,7 +44,18 @@ RERANK_DEPTH = 100
 EVAL_GROUP = "everyone"
 EVAL_SUBJECT = "beir-eval"
 
+INGEST_TOPIC_PREFIX = "evals-beir."
+INGEST_GROUP_SUFFIX = ".evals-beir"
+
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def ingest_settings(settings: Settings) -> Settings:
+    """The same services and collections under the benchmark's own topic prefix."""
+    kafka = settings.kafka.model_copy(
+        update={"topic_prefix": settings.kafka.topic_prefix + INGEST_TOPIC_PREFIX}
+    )
+    return settings.model_copy(update={"kafka": kafka})
 
 
 @dataclass
@@ -141,16 +152,19 @@ async def ensure_indexed(
     missing = [d for d in ds.corpus.values() if d.doc_id not in have]
     if not missing:
         return {"reused": True, "documents": len(have), "published": 0, "seconds": 0.0}
-    await ensure_topics(settings.kafka)
+    # Own topics and consumer groups: a benchmark load neither waits behind nor rebalances live ingestion
+    # (same Weaviate collections, so the search below is the serving path's).
+    s = ingest_settings(settings)
+    await ensure_topics(s.kafka)
     acl = Acl(groups=(EVAL_GROUP,))
-    pipeline = LocalPipeline(settings, INGESTION)
+    pipeline = LocalPipeline(s, INGESTION, group_suffix=INGEST_GROUP_SUFFIX)
     await pipeline.start()
-    watcher = ReceiptWatcher(settings)
+    watcher = ReceiptWatcher(s)
     await watcher.start()
     sent: dict[str, float] = {}
     done = 0
     try:
-        async with DocumentPublisher(settings, "ragstream.evals.beir") as pub:
+        async with DocumentPublisher(s, "ragstream.evals.beir") as pub:
             for start in range(0, len(missing), 200):
                 batch = missing[start : start + 200]
                 events = await asyncio.gather(

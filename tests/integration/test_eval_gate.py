@@ -1,0 +1,64 @@
+"""The evaluation gate on the real stack: the demo set passes on the default configuration and fails on a
+chunking policy that drops most of the text. Queries go through the pipeline as events (stub LLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evals.report import write_run
+from evals.runner import run_set
+from ragstream.adapters.llm import ExtractiveStub
+from ragstream.adapters.weaviate_client import connect
+from ragstream.core.chunk import ChunkingPolicy
+from tests.support.pipeline import isolated_pipeline_settings
+
+pytestmark = pytest.mark.integration
+DEMO = Path(__file__).resolve().parents[2] / "evals" / "sets" / "demo.yaml"
+# Keeps only the first few words of every document (see ragstream/core/chunk.py).
+DEGRADED = ChunkingPolicy(max_chunks_per_document=1, max_tokens=16)
+
+
+@pytest.fixture
+def isolated(settings, unique):
+    s = isolated_pipeline_settings(settings, unique)
+    yield s
+    client = connect(s.weaviate)
+    try:
+        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
+            client.collections.delete(name)
+    finally:
+        client.close()
+
+
+def _overrides(embedder, **extra: dict) -> dict:
+    return {"*": {"embedder": embedder}, "generation": {"llm": ExtractiveStub()}, **extra}
+
+
+async def test_gate_passes_on_the_default_configuration(isolated, embedder, tmp_path) -> None:
+    result = await run_set(isolated, DEMO, pipeline="local", overrides=_overrides(embedder))
+    m = result.metrics
+    assert result.passed, result.failures
+    assert m["recall_at_5"] >= 0.8 and m["unauthorized_document_rate"] == 0.0
+    assert m["abstention_accuracy"] >= 0.6 and m["citation_in_prompt_rate"] == 1.0
+    assert result.config["prompt_captured"] and result.config["pipeline"] == "local"
+    # The restricted budget reaches the finance member and no one else.
+    by_id = {q["id"]: q for q in result.questions}
+    assert by_id["restricted-budget-allowed"]["hit"]
+    assert "finance/budget-2025.md" not in by_id["restricted-budget-denied"]["retrieved_docs"]
+    assert "latency_interactive_e2e_ms_p95" in m and m["prompt_tokens_total"] > 0
+    paths = write_run(result.to_json(), root=tmp_path)
+    assert "PASSED" in paths["markdown"].read_text()
+
+
+async def test_gate_fails_on_a_degraded_chunking_policy(isolated, embedder, tmp_path) -> None:
+    result = await run_set(
+        isolated, DEMO, pipeline="local", overrides=_overrides(embedder, chunker={"policy": DEGRADED})
+    )
+    assert not result.passed
+    assert any(f.startswith("recall_at_5") for f in result.failures), result.failures
+    assert result.metrics["recall_at_5"] < 0.8
+    assert result.metrics["unauthorized_document_rate"] == 0.0  # worse answers, still no leak
+    paths = write_run(result.to_json(), root=tmp_path)
+    assert "FAILED" in paths["markdown"].read_text()
