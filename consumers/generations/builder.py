@@ -14,11 +14,15 @@ live generation's policy and must not see the candidate's chunks.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from consumers.ingestion.chunker import to_chunked
 from consumers.ingestion.embedder import TRANSIENT, Indexer, apply_batch
 from consumers.ingestion.normalizer import load_content, to_normalized
+from ragstream.adapters.embedder import Embedder
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.tokenizer import Tokenizer
 from ragstream.runtime.worker import Inbound, Outbound, TransientError
@@ -47,6 +51,8 @@ class BuildCounters:
     acl_changes: int = 0
     chunks: int = 0
     tokens: int = 0
+    embed_s: float = 0.0
+    embed_cpu_s: float = 0.0
     documents: set[tuple[str, str]] = field(default_factory=set)
 
     def to_json(self) -> dict[str, int]:
@@ -57,7 +63,28 @@ class BuildCounters:
             "acl_changes": self.acl_changes,
             "chunks_embedded": self.chunks,
             "tokens_embedded": self.tokens,
+            "embed_seconds": round(self.embed_s, 3),
+            "embed_cpu_seconds": round(self.embed_cpu_s, 3),
         }
+
+
+class TimedEmbedder:
+    """The candidate's embedder, timing every call into the build's counters (wall and process CPU)."""
+
+    def __init__(self, inner: Embedder, counters: BuildCounters) -> None:
+        self.inner = inner
+        self.counters = counters
+        self.model_id = inner.model_id
+        self.revision = inner.revision
+        self.dimensions = inner.dimensions
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return self.inner.embed(texts)
+        finally:
+            self.counters.embed_s += time.perf_counter() - t0
+            self.counters.embed_cpu_s += time.process_time() - c0
 
 
 def to_chunked_event(

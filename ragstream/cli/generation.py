@@ -216,6 +216,7 @@ def _lifecycle(client: Any, sets: list[str] | None = None) -> Any:
 
 
 def _run_lifecycle(op: str, *args: Any, sets: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+    from ragstream.generations.gate import GateUnavailableError
     from ragstream.generations.lifecycle import LifecycleError, PromotionRefusedError
 
     client = _client()
@@ -226,7 +227,7 @@ def _run_lifecycle(op: str, *args: Any, sets: list[str] | None = None, **kw: Any
         except PromotionRefusedError as exc:
             emit_json({"refused": True, "reason": str(exc), "evals": [o.model_dump() for o in exc.outcomes]})
             raise typer.Exit(3) from exc
-        except LifecycleError as exc:
+        except (LifecycleError, GateUnavailableError, ValueError) as exc:
             _fail(str(exc))
             raise
     finally:

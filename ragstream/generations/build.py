@@ -18,7 +18,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.generations.builder import BuildCounters, build_handler, builder_group, builder_spec
+from consumers.generations.builder import (
+    BuildCounters,
+    TimedEmbedder,
+    build_handler,
+    builder_group,
+    builder_spec,
+)
 from consumers.ingestion.embedder import Indexer
 from ragstream.adapters.embedder import Embedder
 from ragstream.adapters.store import WeaviateStore
@@ -81,6 +87,41 @@ async def group_lag(kafka: KafkaSettings, group: str) -> tuple[int, dict[int, in
     ends = await end_offsets(kafka)
     done = await committed_offsets(kafka, group)
     return sum(max(0, end - done.get(p, 0)) for p, end in ends.items()), done
+
+
+class LagProbe:
+    """A group's lag on the source topic, with its clients kept open (polled every `lag_poll_s`)."""
+
+    def __init__(self, kafka: KafkaSettings, group: str) -> None:
+        self.kafka = kafka
+        self.group = group
+        self.topic = kafka.topic_prefix + SOURCE_CHANGES.name
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
+        self.admin = AIOKafkaAdminClient(
+            bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-lag"
+        )
+        self._tps: list[Any] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.admin.start()
+        self._tps = await partitions_of(self.consumer, self.topic)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.admin.close()
+
+    async def lag(self) -> tuple[int, dict[int, int]]:
+        ends = await self.consumer.end_offsets(self._tps)
+        found = await self.admin.list_consumer_group_offsets(self.group)
+        done = {
+            tp.partition: int(om.offset)
+            for tp, om in found.items()
+            if tp.topic == self.topic and om.offset >= 0
+        }
+        return sum(max(0, int(end) - done.get(tp.partition, 0)) for tp, end in ends.items()), done
 
 
 async def snapshot(kafka: KafkaSettings) -> SourceSnapshot:
@@ -155,6 +196,7 @@ class BuildResult:
     seconds: float
     lag: int
     counters: BuildCounters
+    cpu_seconds: float = 0.0  # process CPU time from start to ready (every thread of this process)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,6 +205,7 @@ class BuildResult:
             "collection": self.record.chunks_collection,
             "ready": self.ready,
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "lag": self.lag,
             "documents": len(self.counters.documents),
             **self.counters.to_json(),
@@ -186,7 +229,7 @@ class Build:
         self.policy = ChunkingPolicy.model_validate(record.spec.chunking_policy)
         self.store = WeaviateStore(registry.client, record.chunks_collection, record.documents_collection)
         self.counters = BuildCounters()
-        indexer = Indexer(self.store, embedder, record.name)
+        indexer = Indexer(self.store, TimedEmbedder(embedder, self.counters), record.name)
         handler = build_handler(
             indexer, self.policy, tokenizer, settings.ingest.max_document_bytes, self.counters
         )
@@ -200,12 +243,13 @@ class Build:
         )
         self._task: asyncio.Task[None] | None = None
         self.started_at = 0.0
+        self.started_cpu = 0.0
 
     async def start(self) -> Build:
         await ensure_topics(self.settings.kafka)
         await asyncio.to_thread(self.store.ensure_schema)
         await self.worker.start()
-        self.started_at = time.perf_counter()
+        self.started_at, self.started_cpu = time.perf_counter(), time.process_time()
         self._task = asyncio.create_task(self.worker.run(), name=f"build-{self.record.name}")
         return self
 
@@ -219,20 +263,23 @@ class Build:
         """Poll the group's lag until zero; then append the ready event (once per generation)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         poll = self.settings.generations.lag_poll_s
-        while True:
-            if self._task is not None and self._task.done():
-                self._task.result()  # the worker died: raise its error
-            lag, offsets = await group_lag(self.settings.kafka, self.group)
-            if progress is not None:
-                progress({"generation": self.record.name, "lag": lag, **self.counters.to_json()})
-            if lag == 0:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                return BuildResult(
-                    self.record, False, time.perf_counter() - self.started_at, lag, self.counters
-                )
-            await asyncio.sleep(poll)
-        result = BuildResult(self.record, True, time.perf_counter() - self.started_at, 0, self.counters)
+        probe = LagProbe(self.settings.kafka, self.group)
+        await probe.start()
+        try:
+            while True:
+                if self._task is not None and self._task.done():
+                    self._task.result()  # the worker died: raise its error
+                lag, offsets = await probe.lag()
+                if progress is not None:
+                    progress({"generation": self.record.name, "lag": lag, **self.counters.to_json()})
+                if lag == 0:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    return self._result(False, lag)
+                await asyncio.sleep(poll)
+        finally:
+            await probe.stop()
+        result = self._result(True, 0)
         view = await asyncio.to_thread(self.registry.view)
         if view.generations[self.record.name].ready_at is None:
             await asyncio.to_thread(
@@ -240,6 +287,16 @@ class Build:
                 GenerationEvent.new(self.record.name, "ready", data={**result.to_json(), "offsets": offsets}),
             )
         return result
+
+    def _result(self, ready: bool, lag: int) -> BuildResult:
+        return BuildResult(
+            self.record,
+            ready,
+            time.perf_counter() - self.started_at,
+            lag,
+            self.counters,
+            time.process_time() - self.started_cpu,
+        )
 
     async def stop(self) -> None:
         await self.worker.stop()

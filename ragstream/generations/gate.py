@@ -46,12 +46,23 @@ class GateUnavailableError(RuntimeError):
     """The gate cannot run (no serving consumers to ask): promotion does not happen."""
 
 
+async def serving_answers(settings: Settings, timeout_s: float = 20.0) -> bool:
+    """Whether serving consumers answer at all: one probe query (a tenant that has no data) end to end."""
+    from ragstream.runtime.queries import QueryClient
+
+    try:
+        async with QueryClient(settings) as client:
+            out = await client.ask("ragstream-gate-probe", "gate", (), "probe", timeout_s=timeout_s)
+    except TimeoutError:
+        return False
+    return out["final"].type in ("QueryAnswered", "QueryFailed")
+
+
 async def runner_evaluator(settings: Settings, set_path: str, generation: str) -> EvalOutcome:
     """The evaluation plane's runner (`evals.runner.run_set`) with the query pinned to `generation`."""
-    from evals.asking import serving_is_deployed
     from evals.runner import run_set  # the evaluation plane; imported only when a set needs it
 
-    if not await serving_is_deployed(settings):
+    if not await serving_answers(settings):
         raise GateUnavailableError(
             "the gate asks the deployed serving consumers (retrieval, rerank, generation); none are running"
         )

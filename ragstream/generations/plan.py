@@ -59,6 +59,7 @@ class Plan:
     sample_chunks: int = 0
     sample_tokens: int = 0
     sample_s: float = 0.0
+    sample_cpu_s: float = 0.0
     settings: Settings | None = None
 
     @property
@@ -107,7 +108,17 @@ class Plan:
             "chunks_to_embed": total_chunks,
             "tokens_to_embed": total_tokens,
             "throughput_tokens_per_s": round(self.tokens_per_s, 1),
-            "throughput_sample": {"chunks": self.sample_chunks, "tokens": self.sample_tokens},
+            "throughput_sample": {
+                "chunks": self.sample_chunks,
+                "tokens": self.sample_tokens,
+                "seconds": round(self.sample_s, 3),
+                "cpu_seconds": round(self.sample_cpu_s, 3),
+            },
+            # CPU time to embed (all cores of this process): unlike wall time, it does not move with the
+            # machine's load, so it compares across a busy plan and a quiet build.
+            "estimated_embed_cpu_seconds": round(
+                total_tokens * self.sample_cpu_s / self.sample_tokens if self.sample_tokens else 0.0, 2
+            ),
             "estimated_seconds": round(total_s, 2),
             "estimated_seconds_parts": {
                 "startup": g.build_startup_s,
@@ -207,20 +218,25 @@ def plan_events(
 
 
 def _measure(plan: Plan, embedder: Embedder, samples: list[tuple[str, int]], settings: Settings) -> None:
-    """Throughput of the candidate model on an evenly spread sample of the real chunks (after a warm-up)."""
+    """Throughput of the candidate model on an evenly spread sample of the real chunks.
+
+    A few sampled chunks warm the model up first (the first calls of a shape cost more); the rest is embedded
+    in one call, as the builder embeds every chunk of a poll in one call (the model batches them by length).
+    """
     n = min(settings.generations.plan_sample_chunks, len(samples))
     if n == 0:
         return
     step = len(samples) / n
     picked = [samples[int(i * step)] for i in range(n)]
-    batch = settings.index.consumer_batch_max
-    embedder.embed([picked[0][0]])  # warm-up: first-call costs are not throughput
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        embedder.embed([text for text, _ in picked[start : start + batch]])
+    warm = min(8, max(1, n // 8))
+    embedder.embed([text for text, _ in picked[:warm]])
+    timed = picked[warm:] or picked
+    t0, c0 = time.perf_counter(), time.process_time()
+    embedder.embed([text for text, _ in timed])
     plan.sample_s = time.perf_counter() - t0
-    plan.sample_chunks = n
-    plan.sample_tokens = sum(tokens for _, tokens in picked)
+    plan.sample_cpu_s = time.process_time() - c0
+    plan.sample_chunks = len(timed)
+    plan.sample_tokens = sum(tokens for _, tokens in timed)
 
 
 async def plan_rebuild(

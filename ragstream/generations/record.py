@@ -36,6 +36,9 @@ EventKind = Literal[
 ]
 
 
+_LAST_SEQ = 0
+
+
 class SourceSnapshot(BaseModel):
     """Where the build's replay of the compacted source topic ends at the start: partition -> end offset."""
 
@@ -101,14 +104,17 @@ class GenerationEvent(BaseModel):
         tenant: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> GenerationEvent:
+        global _LAST_SEQ
         now = utcnow()
+        # Microseconds, strictly increasing within a process (two events in one microsecond keep order).
+        _LAST_SEQ = max(int(now.timestamp() * 1_000_000), _LAST_SEQ + 1)
         return cls(
             event_id=str(uuid.uuid4()),
             generation=generation,
             kind=kind,
             tenant=tenant,
             at=now,
-            seq=int(now.timestamp() * 1_000_000),
+            seq=_LAST_SEQ,
             data=data or {},
         )
 
