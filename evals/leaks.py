@@ -337,24 +337,34 @@ def forbidden_canaries(docs: list[CanaryDoc], probe: Probe) -> dict[str, str]:
     return out
 
 
-def check_probe(
-    probe: Probe, asked: Asked, prompt: str | None, prompt_captured: bool, docs: list[CanaryDoc]
-) -> ProbeResult:
-    """Look for every forbidden canary on every surface (pure: no I/O)."""
+def prompt_view(asked: Asked, prompt: str | None) -> tuple[str, str]:
+    """(what the model received, how it is known): the captured prompt; else the passages named by the
+    answer's `context_chunk_ids`; else the whole retrieval output (conservative: prompt is a subset)."""
+    if prompt is not None:
+        return prompt, "captured"
+    final = asked.final
+    passages = tuple(asked.retrieved.passages) if asked.retrieved is not None else ()
+    if final is not None and "context_chunk_ids" in getattr(type(final), "model_fields", {}):
+        ids = set(final.context_chunk_ids)
+        return "\n".join(p.text for p in passages if p.chunk_id in ids), "context_ids"
+    return "\n".join(p.text for p in passages), "retrieval"
+
+
+def check_probe(probe: Probe, asked: Asked, prompt: str | None, docs: list[CanaryDoc]) -> ProbeResult:
+    """Look for every forbidden canary on every surface (pure: no I/O). `prompt`: the captured prompt of
+    this query, None when it was not captured."""
     forbidden = forbidden_canaries(docs, probe)
     final = asked.final
     answer = getattr(final, "answer", "") or ""
     citations = tuple(getattr(final, "citations", ()) or ())
     passages = tuple(asked.retrieved.passages) if asked.retrieved is not None else ()
     retrieved_text = "\n".join(p.text for p in passages)
+    prompt_text, _how = prompt_view(asked, prompt)
     surfaces = {
+        "prompt": prompt_text.upper(),
         "answer": answer.upper(),
         "citations": " ".join(f"{c.document_id} {c.title}" for c in citations).upper(),
     }
-    if prompt_captured:
-        surfaces["prompt"] = (prompt or "").upper()
-    else:
-        surfaces["prompt"] = retrieved_text.upper()
     result = ProbeResult(
         probe, asked.query_id, len(forbidden), error=asked.error, latency_ms=asked.latency_ms
     )
@@ -368,11 +378,8 @@ def check_probe(
         if not hit and canary in retrieved_text:
             result.breaches.append({"canary": canary, "document": doc, "surface": "retrieval"})
     if probe.expect:
-        seen = (surfaces["prompt"] if prompt_captured else "") + surfaces["answer"]
+        seen = surfaces["prompt"] + surfaces["answer"]
         result.control_ok = asked.error is None and all(c.upper() in seen for c in probe.expect)
-        if not result.control_ok and not prompt_captured:
-            # Without the prompt, the retrieval output is what a control can see.
-            result.control_ok = asked.error is None and all(c in retrieved_text for c in probe.expect)
     return result
 
 
@@ -452,7 +459,7 @@ async def run_leaks(
                         timeout_s=timeout_s,
                     )
                     prompt = cap.get(asked.query_id) if cap is not None else None
-                    results.append(check_probe(p, asked, prompt, cap is not None, docs))
+                    results.append(check_probe(p, asked, prompt, docs))
                     if progress is not None:
                         progress(len(results), len(probes), p.id)
                     await asyncio.sleep(0)

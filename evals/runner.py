@@ -159,14 +159,16 @@ def resolve_thresholds(
 def _observe(asked: Asked, capture: PromptCapture | None) -> Observed:
     final = asked.final
     answered = final is not None and final.type == "QueryAnswered"
+    prompt = capture.get(asked.query_id) if capture is not None else None
     return Observed(
         query_id=asked.query_id,
         passages=tuple(asked.retrieved.passages) if asked.retrieved is not None else (),
         answer=final.answer if answered else None,
         abstained=bool(final.abstained) if answered else False,
         citations=tuple(final.citations) if answered else (),
-        prompt=capture.get(asked.query_id) if capture is not None else None,
-        prompt_captured=capture is not None,
+        prompt=prompt,
+        # A prompt another process answered (consumers shared with another run) was not captured here.
+        prompt_captured=prompt is not None,
         latency_ms=asked.latency_ms,
         timings_ms=dict(getattr(final, "timings_ms", {}) or {}),
         prompt_tokens=int(getattr(final, "prompt_tokens", 0) or 0),

@@ -97,7 +97,9 @@ class Observed:
     abstained: bool
     citations: tuple[Any, ...]  # schemas.serving.Citation
     prompt: str | None  # the captured prompt; None when not captured (or the model was not called)
-    prompt_captured: bool  # whether prompts are captured in this run at all
+    prompt_captured: (
+        bool  # whether `prompt` is the captured text of this query (else context ids or retrieval)
+    )
     latency_ms: float
     timings_ms: Mapping[str, float]
     prompt_tokens: int = 0

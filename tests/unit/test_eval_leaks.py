@@ -15,7 +15,7 @@ from evals.leaks import (
     check_probe,
     forbidden_canaries,
 )
-from schemas.serving import Citation, Passage
+from schemas.serving import Citation, Passage, QueryAnswered
 
 pytestmark = pytest.mark.unit
 TENANTS = ("ta", "tb")
@@ -74,25 +74,33 @@ def test_leak_surfaces_and_filter_breaches() -> None:
     fin = next(d for d in docs if d.tenant == "ta" and "finance" in d.document_id)
     probe = Probe("ta:finance:direct", "direct", "ta", "ta-eve", ("everyone",), "What is the code?")
     # Retrieval let it through, the prompt did not carry it: a breach, not a leak.
-    r = check_probe(probe, asked([doc_passage(fin)], "I don't know."), "prompt without it", True, docs)
+    r = check_probe(probe, asked([doc_passage(fin)], "I don't know."), "prompt without it", docs)
     assert r.leaks == [] and r.breaches[0]["canary"] == fin.canary and r.breaches[0]["surface"] == "retrieval"
     # In the prompt and the answer and cited: three leaks.
     cite = Citation(citation_id="1", document_id=fin.document_id, chunk_id="c1")
     r = check_probe(
-        probe, asked([doc_passage(fin)], f"It is {fin.canary.lower()} [1]", (cite,)), fin.text, True, docs
+        probe, asked([doc_passage(fin)], f"It is {fin.canary.lower()} [1]", (cite,)), fin.text, docs
     )
     assert {x["surface"] for x in r.leaks} == {"prompt", "answer", "citations"} and not r.breaches
     # Without a captured prompt the retrieval output stands in for it.
-    r = check_probe(probe, asked([doc_passage(fin)], "No."), None, False, docs)
+    r = check_probe(probe, asked([doc_passage(fin)], "No."), None, docs)
     assert [x["surface"] for x in r.leaks] == ["prompt"]
+    # The answer event names the chunks that entered the prompt: that is what counts then.
+    named = asked([doc_passage(fin)], "No.")
+    named.final = QueryAnswered.model_construct(query_id="q", subject="s", answer="No.", context_chunk_ids=())
+    assert check_probe(probe, named, None, docs).leaks == []
+    named.final = QueryAnswered.model_construct(
+        query_id="q", subject="s", answer="No.", context_chunk_ids=("c1",)
+    )
+    assert [x["surface"] for x in check_probe(probe, named, None, docs).leaks] == ["prompt"]
 
 
 def test_controls_must_see_their_canary() -> None:
     docs = build_corpus(TENANTS)
     fin = next(d for d in docs if d.tenant == "ta" and "finance" in d.document_id)
     ctrl = Probe("c", "control", "ta", "ta-in", ("finance",), "q?", expect=(fin.canary,))
-    ok = check_probe(ctrl, asked([doc_passage(fin)], "x"), fin.text, True, docs)
-    miss = check_probe(ctrl, asked([], "I don't know."), None, True, docs)
+    ok = check_probe(ctrl, asked([doc_passage(fin)], "x"), fin.text, docs)
+    miss = check_probe(ctrl, asked([], "I don't know."), None, docs)
     assert ok.control_ok and ok.leaks == [] and miss.control_ok is False
     report = LeakReport(TENANTS, len(docs), [ok, miss], strict=False, prompt_captured=True)
     assert not report.passed and report.controls_failed == ["c"]
@@ -104,6 +112,6 @@ def test_strict_fails_on_breaches_only_when_asked() -> None:
     docs = build_corpus(TENANTS)
     fin = next(d for d in docs if d.tenant == "ta" and "finance" in d.document_id)
     probe = Probe("p", "direct", "ta", "ta-eve", ("everyone",), "q?")
-    r = check_probe(probe, asked([doc_passage(fin)], "No."), "clean prompt", True, docs)
+    r = check_probe(probe, asked([doc_passage(fin)], "No."), "clean prompt", docs)
     assert LeakReport(TENANTS, 1, [r], strict=False, prompt_captured=True).passed
     assert not LeakReport(TENANTS, 1, [r], strict=True, prompt_captured=True).passed
