@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.metrics import percentile
+from evals.questions import Threshold
 
 # Metrics where a larger value is better; for the rest (rates of bad things, latency) smaller is better.
 HIGHER_IS_BETTER_PREFIXES = (
@@ -265,16 +266,18 @@ def _metric_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for n in names:
         t = th.get(n)
-        bound = ""
-        if t:
-            bound = " and ".join(
-                x
-                for x in (f">= {t['min']:g}" if "min" in t else "", f"<= {t['max']:g}" if "max" in t else "")
-                if x
-            )
+        bound = _describe(t) if t else ""
         status = ("FAIL" if n in failed else "ok") if t else ""
         rows.append((n, _fmt(metrics.get(n)), bound, status))
     return rows
+
+
+def _describe(t: Mapping[str, float]) -> str:
+    return Threshold.model_validate(dict(t)).describe()
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{float(v):.1f}"
 
 
 def _latency_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -283,9 +286,9 @@ def _latency_rows(result: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         (
             k.removeprefix("latency_"),
-            _fmt(m.get(f"{k}_ms_p50")),
-            _fmt(m.get(f"{k}_ms_p95")),
-            _fmt(m.get(f"{k}_ms_p99")),
+            _ms(m.get(f"{k}_ms_p50")),
+            _ms(m.get(f"{k}_ms_p95")),
+            _ms(m.get(f"{k}_ms_p99")),
         )
         for k in keys
     ]

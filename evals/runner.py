@@ -182,13 +182,18 @@ def _observe(asked: Asked, capture: PromptCapture | None) -> Observed:
     )
 
 
-def _config(settings: Settings, started_locally: bool, captured: bool) -> dict[str, Any]:
+def _config(
+    settings: Settings, started_locally: bool, captured: bool, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
     sv = settings.serving
+    llm = ((overrides or {}).get("generation") or {}).get("llm")
+    policy = ((overrides or {}).get("chunker") or {}).get("policy")
     return {
         "generation": settings.index.generation,
         "embedding_model": settings.embedding.model_id,
         "chunk_max_tokens": settings.ingest.chunk_max_tokens,
-        "llm_model": settings.llm.model,
+        "llm_model": getattr(llm, "model", None) or settings.llm.model,
+        "chunking_policy": policy.policy_hash if policy is not None else "default",
         "reranker": sv.rerank,
         "fusion": sv.fusion,
         "hybrid_alpha": sv.hybrid_alpha,
@@ -260,7 +265,7 @@ async def run_set(
         thresholds={**merged, **BUILTIN_THRESHOLDS},
         failures=failures,
         questions=records,
-        config=_config(s, local, cap is not None),
+        config=_config(s, local, cap is not None, overrides),
     )
 
 

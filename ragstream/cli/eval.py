@@ -136,6 +136,7 @@ def run_cmd(
 
 
 def _print_run(payload: dict) -> None:
+    from evals.questions import Threshold
     from evals.report import HEADLINE
 
     verdict = "[green]PASSED[/green]" if payload["passed"] else "[red]FAILED[/red]"
@@ -144,12 +145,8 @@ def _print_run(payload: dict) -> None:
     metrics = payload["metrics"]
     names = [n for n in HEADLINE if n in metrics] + [n for n in th if n not in HEADLINE]
     for n in names:
-        t = th.get(n, {})
-        bound = " ".join(
-            x
-            for x in (f">= {t['min']:g}" if "min" in t else "", f"<= {t['max']:g}" if "max" in t else "")
-            if x
-        )
+        t = th.get(n)
+        bound = Threshold.model_validate(t).describe() if t else ""
         table.add_row(n, _fmt(metrics.get(n, float("nan"))), bound)
     for k in ("latency_e2e_ms_p50", "latency_e2e_ms_p95", "latency_e2e_ms_p99"):
         if k in metrics:
