@@ -181,6 +181,8 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
     client_ttft: list[float] = []
     worker_ttft: list[float] = []
     total: list[float] = []
+    failed: list[str] = []
+    abstained = 0
     pipeline = await LocalPipeline(s2, SERVING, {"*": {"embedder": embedder}}, group_suffix=suffix).start()
     try:
         token = mint_token(s2.auth, TENANT, USER.subject)
@@ -189,7 +191,9 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
             for i in range(n):
                 r = await gw.ask(QUESTIONS[i % len(QUESTIONS)], request_class="batch")
                 if r.final_event != "answer" or "client_first_delta" not in r.timings_ms:
+                    failed.append(f"{r.final_event}: {r.final}"[:300])
                     continue
+                abstained += bool(r.final.get("abstained"))
                 client_ttft.append(r.timings_ms["client_first_delta"])
                 total.append(r.timings_ms["client_total"])
                 if "first_token" in r.final.get("timings_ms", {}):
@@ -203,6 +207,8 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
         "ttft_gateway_max_ms": round(max(client_ttft, default=float("nan")), 1),
         "ttft_model_p50_ms": round(pct(worker_ttft, 0.5), 1),
         "answer_total_p50_ms": round(pct(total, 0.5), 1),
+        "ttft_abstained": abstained,
+        "ttft_failed": failed,
     }
 
 
