@@ -61,16 +61,21 @@ def create_app(
     lag_interval_s: float = 2.0,
 ) -> FastAPI:
     """The gateway app; Kafka-backed collaborators unless given (a None lag probe means Kafka's)."""
-    gw = Gateway(
-        settings,
-        publisher or KafkaQueryPublisher(settings),
-        hub or KafkaAnswerHub(settings),
-        lag_probe or KafkaLagProbe(settings),
-    )
-    gw.admission.interval_s = lag_interval_s
+
+    def build() -> Gateway:
+        # Built in the lifespan: aiokafka clients must be created inside the running event loop.
+        gw = Gateway(
+            settings,
+            publisher or KafkaQueryPublisher(settings),
+            hub or KafkaAnswerHub(settings),
+            lag_probe or KafkaLagProbe(settings),
+        )
+        gw.admission.interval_s = lag_interval_s
+        return gw
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = app.state.gateway = build()
         await gw.start()
         try:
             yield
@@ -87,7 +92,6 @@ def create_app(
             {"name": "ops", "description": "Health, readiness and metrics"},
         ],
     )
-    app.state.gateway = gw
     app.include_router(queries)
     app.include_router(ops)
     app.add_exception_handler(RejectedError, _rejected)

@@ -121,3 +121,9 @@ async def test_ask_command_streams_text(gateway_url: tuple[str, PlayingPublisher
     assert r.exit_code == 0, r.output
     assert "Tenants are isolated [1]" in r.stdout and "mt.html" not in r.stdout.split("[1]")[0]
     assert "MT" in r.stdout
+
+
+def test_app_is_built_outside_an_event_loop() -> None:
+    """`gateway serve` builds the app before uvicorn starts its loop: no Kafka client may be made yet."""
+    app = create_app(S)
+    assert app.openapi()["info"]["title"] == "ragstream gateway"
