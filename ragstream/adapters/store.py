@@ -19,6 +19,7 @@ import numpy as np
 import weaviate
 from pydantic import BaseModel, ConfigDict
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
+from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.collections import Collection
@@ -213,16 +214,22 @@ class WeaviateStore:
         """Upsert by deterministic id: a replay overwrites the same objects, never duplicates."""
         if not records:
             return
+        objects = []
+        for rec, vec in zip(records, vectors, strict=True):
+            props = rec.model_dump(mode="json", exclude={"chunk_id"}, exclude_none=True)
+            props["acl_principals"] = list(rec.acl_principals)
+            props["acl_groups"] = list(rec.acl_groups)
+            objects.append(DataObject(properties=props, uuid=rec.chunk_id, vector=vec.tolist()))
+        self._insert_many(tenant, objects, "chunk writes")
+
+    def _insert_many(self, tenant: str, objects: list[DataObject], what: str) -> None:
+        """One synchronous gRPC batch call per slice (the batch context manager costs ~1 s per use)."""
         coll = self.chunks(tenant)
-        with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
-            for rec, vec in zip(records, vectors, strict=True):
-                props = rec.model_dump(mode="json", exclude={"chunk_id"}, exclude_none=True)
-                props["acl_principals"] = list(rec.acl_principals)
-                props["acl_groups"] = list(rec.acl_groups)
-                batch.add_object(properties=props, uuid=rec.chunk_id, vector=vec.tolist())
-        failed = coll.batch.failed_objects
-        if failed:
-            raise RuntimeError(f"weaviate rejected {len(failed)} chunk writes: {failed[0].message}")
+        for start in range(0, len(objects), 200):
+            res = coll.data.insert_many(objects[start : start + 200])
+            if res.has_errors:
+                first = next(iter(res.errors.values()))
+                raise RuntimeError(f"weaviate rejected {len(res.errors)} {what}: {first.message}")
 
     def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> int:
         ids = list(chunk_ids)
@@ -260,20 +267,18 @@ class WeaviateStore:
     ) -> int:
         """Rewrite ACL properties in place (same vectors): no re-embedding."""
         objs = self.fetch_chunks(tenant, chunk_ids, with_vectors=True)
-        coll = self.chunks(tenant)
-        with coll.batch.fixed_size(batch_size=200, concurrent_requests=2) as batch:
-            for o in objs:
-                props = dict(o.properties)
-                props["acl_principals"] = list(principals)
-                props["acl_groups"] = list(groups)
-                props = {
-                    k: (v.isoformat() if isinstance(v, datetime) else v)
-                    for k, v in props.items()
-                    if v is not None
-                }
-                batch.add_object(properties=props, uuid=o.uuid, vector=o.vector["default"])
-        if coll.batch.failed_objects:
-            raise RuntimeError(f"weaviate rejected ACL updates: {coll.batch.failed_objects[0].message}")
+        objects = []
+        for o in objs:
+            props = dict(o.properties)
+            props["acl_principals"] = list(principals)
+            props["acl_groups"] = list(groups)
+            props = {
+                k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in props.items()
+                if v is not None
+            }
+            objects.append(DataObject(properties=props, uuid=o.uuid, vector=o.vector["default"]))
+        self._insert_many(tenant, objects, "ACL updates")
         return len(objs)
 
     def document_chunks(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
