@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from ragstream.runtime.kafka_admin import ensure_topics
 from ragstream.runtime.worker import Handler, Producer, Worker
 from ragstream.settings import Settings
+from ragstream.telemetry import setup_tracing
 from schemas.topics import CONSUMERS
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ async def run_worker(
     **overrides: Any,
 ) -> None:
     spec = CONSUMERS[name]
+    # Spans go to the OTLP endpoint when one is configured (RAGSTREAM_TELEMETRY__OTLP_ENDPOINT).
+    setup_tracing(
+        settings.telemetry.model_copy(update={"service_name": f"{settings.telemetry.service_name}-{name}"})
+    )
     await ensure_topics(settings.kafka)
     producer = Producer(settings)
     handler, extras = build(name, settings, producer, **overrides)
