@@ -31,6 +31,7 @@ HIGHER_IS_BETTER_PREFIXES = (
     "abstention_accuracy",
     "question_pass_rate",
 )
+NOISE_REL = 0.2
 HEADLINE = (
     "recall_at_5",
     "mrr_at_10",
@@ -80,7 +81,8 @@ def higher_is_better(metric: str) -> bool:
 
 
 def diff_results(prev: Mapping[str, Any], cur: Mapping[str, Any], tol: float = 1e-9) -> dict[str, Any]:
-    """Metric deltas (with better/worse), questions whose pass/fail changed, gate status change."""
+    """Metric deltas (with better/worse), questions whose pass/fail changed, gate status change.
+    Latency and token counts change only beyond `NOISE_REL` of the previous value (run-to-run noise)."""
     pm, cm = prev.get("metrics", {}), cur.get("metrics", {})
     metrics: dict[str, dict[str, Any]] = {}
     for name in sorted(set(pm) | set(cm)):
@@ -89,7 +91,8 @@ def diff_results(prev: Mapping[str, Any], cur: Mapping[str, Any], tol: float = 1
         if a is not None and b is not None:
             delta = float(b) - float(a)
             entry["delta"] = delta
-            if abs(delta) <= tol:
+            noisy = name.startswith("latency_") or "_tokens_" in name
+            if abs(delta) <= tol or (noisy and abs(delta) <= NOISE_REL * abs(float(a))):
                 entry["change"] = "same"
             else:
                 better = delta > 0 if higher_is_better(name) else delta < 0

@@ -100,7 +100,7 @@ class RunResult:
 
 
 class WeaviateView:
-    """`StoreView` over the generation's collections (scoring reads ACL state and chunk texts)."""
+    """`StoreView` over one generation's collections (scoring reads ACL state and chunk texts)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -118,6 +118,39 @@ class WeaviateView:
 
     def document_texts(self, tenant: str, document_id: str) -> list[str]:
         return [c.get("text", "") for c in self.store.document_chunks(tenant, document_id)]
+
+
+class Views:
+    """One `WeaviateView` per index generation, over one client: a query is scored against the
+    generation that answered it (the router may serve a promoted or pinned one)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ragstream.adapters.weaviate_client import connect
+
+        self.settings = settings
+        self.client = connect(settings.weaviate)
+        self._views: dict[str, WeaviateView] = {}
+
+    def for_generation(self, generation: str | None) -> WeaviateView:
+        from ragstream.adapters.store import WeaviateStore
+
+        gen = generation or self.settings.index.generation
+        if gen not in self._views:
+            index = with_generation(self.settings, gen).index
+            store = WeaviateStore(
+                self.client, index.chunks_collection, f"{index.documents_collection}_{index.generation}"
+            )
+            self._views[gen] = WeaviateView(store)
+        return self._views[gen]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def answered_by(asked: Asked, requested: str | None) -> str | None:
+    """The generation that served a query: the retrieval event's, else the one asked for."""
+    gen = getattr(asked.retrieved, "generation", None) if asked.retrieved is not None else None
+    return gen or getattr(asked.final, "generation", None) or requested
 
 
 def set_documents(qset: QuestionSet) -> list[SourceDoc]:
@@ -237,19 +270,16 @@ async def run_set(
     async with serving_pipeline(s, pipeline, overrides=overrides, capture=capture) as (local, cap):
         if ingest:
             await publish_and_wait(s, set_documents(qset))
-        from ragstream.runtime.serving import open_store
-
-        client, store = await asyncio.to_thread(open_store, s)
-        view = WeaviateView(store)
+        views = await asyncio.to_thread(Views, s)
         bar = _bar(progress, len(qset.questions))
         try:
             records = await _ask_all(
-                s, qset, view, scorer, cap, generation, concurrency, timeout_s, bar, on_progress
+                s, qset, views, scorer, cap, generation, concurrency, timeout_s, bar, on_progress
             )
         finally:
             if bar is not None:
                 bar.stop()
-            client.close()
+            views.close()
     order = {q.id: i for i, q in enumerate(qset.questions)}
     records.sort(key=lambda r: order[r["id"]])
     metrics = aggregate(records)
@@ -292,7 +322,7 @@ def _bar(enabled: bool, total: int) -> Any:
 async def _ask_all(
     s: Settings,
     qset: QuestionSet,
-    view: WeaviateView,
+    views: Views,
     scorer: GroundednessScorer,
     cap: PromptCapture | None,
     generation: str | None,
@@ -322,7 +352,9 @@ async def _ask_all(
                     generation=generation,
                     timeout_s=timeout_s,
                 )
+            view = views.for_generation(answered_by(asked, generation))
             rec = await asyncio.to_thread(score_question, q, _observe(asked, cap), view, scorer)
+            rec["generation"] = answered_by(asked, generation)
             records.append(rec)
             if bar is not None:
                 bar.update(bar.task_ids[0], advance=1, description=q.id)

@@ -73,11 +73,13 @@ def test_diff_marks_better_worse_and_changed_questions() -> None:
     cur = result("20250102T000000-b", 0.6, [question("a", True), question("b", False), question("new", True)])
     cur["metrics"]["error_rate"] = 0.0
     cur["metrics"]["latency_e2e_ms_p95"] = 150.0
+    cur["metrics"]["latency_interactive_retrieval_ms_p50"] = 13.0  # within run-to-run noise
     d = diff_results(prev, cur)
     assert d["metrics"]["recall_at_5"]["change"] == "worse"
     assert d["metrics"]["recall_at_5"]["delta"] == pytest.approx(-0.3)
     assert d["metrics"]["latency_e2e_ms_p95"]["change"] == "better"  # lower latency is better
     assert d["metrics"]["error_rate"]["change"] == "same"
+    assert d["metrics"]["latency_interactive_retrieval_ms_p50"]["change"] == "same"
     assert d["broken"] == ["b"] and d["fixed"] == []
     assert d["added_questions"] == ["new"] and d["removed_questions"] == ["gone"]
     assert "recall_at_5" in d["worse"] and d["previous_run_id"] == "20250101T000000-a"
