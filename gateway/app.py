@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -20,6 +21,7 @@ from gateway import metrics
 from gateway.backpressure import KafkaLagProbe, LagProbe
 from gateway.hub import AnswerHub, KafkaAnswerHub
 from gateway.middleware import BodyLimit, RequestMetrics
+from gateway.models import DeltaData
 from gateway.publisher import KafkaQueryPublisher, QueryPublisher
 from gateway.routes import ops, queries
 from gateway.service import Gateway, RejectedError
@@ -92,6 +94,16 @@ def create_app(
             {"name": "ops", "description": "Health, readiness and metrics"},
         ],
     )
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the SSE `delta` data model (no route returns it as JSON)."""
+        if app.openapi_schema is None:
+            doc = base_openapi()
+            doc["components"]["schemas"]["DeltaData"] = DeltaData.model_json_schema()
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(queries)
     app.include_router(ops)
     app.add_exception_handler(RejectedError, _rejected)

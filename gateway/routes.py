@@ -97,7 +97,16 @@ async def status(query_id: str, p: Caller, gw: Gw) -> QueryStatus:
                 "Server-Sent Events: `delta` events (data: DeltaData, id: seq), then one `answer` "
                 "(data: Answer) or `error` (data: QueryError) event with id `final`."
             ),
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "x-sse-events": {
+                        "delta": {"$ref": "#/components/schemas/DeltaData"},
+                        "answer": {"$ref": "#/components/schemas/Answer"},
+                        "error": {"$ref": "#/components/schemas/QueryError"},
+                    },
+                }
+            },
         },
         **errors(401, 404),
     },

@@ -136,7 +136,9 @@ def test_models(doc: dict[str, Any]) -> None:
     assert paths["/v1/queries/{query_id}"]["get"]["responses"]["200"]["content"]["application/json"][
         "schema"
     ] == {"$ref": "#/components/schemas/QueryStatus"}
-    assert "text/event-stream" in paths["/v1/queries/{query_id}/stream"]["get"]["responses"]["200"]["content"]
+    sse = paths["/v1/queries/{query_id}/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    assert set(sse["x-sse-events"]) == {"delta", "answer", "error"}
+    assert doc["components"]["schemas"]["DeltaData"]["required"] == ["seq", "text"]
     body = paths["/v1/queries"]["post"]["requestBody"]
     assert body["required"] is True
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/QueryRequest"}
