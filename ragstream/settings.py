@@ -94,7 +94,7 @@ class GenerationSettings(BaseModel):
     default_price_per_million_tokens: float = 0.0
     plan_sample_chunks: int = 256
     write_chunks_per_s: float = 1500.0
-    build_startup_s: float = 4.0  # consumer-group join and lag polling of a build
+    build_startup_s: float = 2.5  # consumer-group join and lag polling of a build
     backup_backend: str = "filesystem"  # filesystem | s3 | gcs | azure (the matching Weaviate module)
 
 

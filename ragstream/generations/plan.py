@@ -178,7 +178,7 @@ def plan_events(
     plan = Plan(policy, embedder.model_id, int(getattr(embedder, "dimensions", 0) or 0), settings=settings)
     latest: dict[tuple[str, str], DocumentChunked] = {}
     t0 = time.perf_counter()
-    embed_samples: list[tuple[str, int]] = []
+    embed_samples: list[list[tuple[str, int]]] = []  # per document version: (embedded text, tokens)
     for ev in events:
         plan.records += 1
         if isinstance(ev, AclChanged):
@@ -200,8 +200,8 @@ def plan_events(
         latest[key] = out
         tenant.chunks_to_embed += len(out.chunks)
         tenant.tokens_to_embed += sum(c.token_count for c in out.chunks)
-        embed_samples.extend(
-            (embed_text(out.facts.title, c.text, c.heading_path), c.token_count) for c in out.chunks
+        embed_samples.append(
+            [(embed_text(out.facts.title, c.text, c.heading_path), c.token_count) for c in out.chunks]
         )
     plan.prepare_s = time.perf_counter() - t0
     by_tenant: dict[str, list[DocumentChunked]] = defaultdict(list)
@@ -217,26 +217,28 @@ def plan_events(
     return plan
 
 
-def _measure(plan: Plan, embedder: Embedder, samples: list[tuple[str, int]], settings: Settings) -> None:
-    """Throughput of the candidate model on an evenly spread sample of the real chunks.
+def _measure(plan: Plan, embedder: Embedder, docs: list[list[tuple[str, int]]], settings: Settings) -> None:
+    """Throughput of the candidate model on whole documents spread evenly over the corpus.
 
-    A few sampled chunks warm the model up first (the first calls of a shape cost more); the rest is embedded
-    in one call, as the builder embeds every chunk of a poll in one call (the model batches them by length).
+    Whole documents, in one call: the builder embeds every chunk of a poll's documents in one call (the
+    model sorts them by length into batches), so padding and batching are alike. A few chunks warm the
+    model up first (the first calls of a shape cost more).
     """
-    n = min(settings.generations.plan_sample_chunks, len(samples))
-    if n == 0:
+    want = settings.generations.plan_sample_chunks
+    docs = [d for d in docs if d]
+    if want <= 0 or not docs:
         return
-    step = len(samples) / n
-    picked = [samples[int(i * step)] for i in range(n)]
-    warm = min(8, max(1, n // 8))
-    embedder.embed([text for text, _ in picked[:warm]])
-    timed = picked[warm:] or picked
+    mean = sum(len(d) for d in docs) / len(docs)
+    k = min(len(docs), max(1, round(want / mean)))
+    picked = [docs[int(i * len(docs) / k)] for i in range(k)]
+    texts = [item for d in picked for item in d]
+    embedder.embed([text for text, _ in texts[:8]])
     t0, c0 = time.perf_counter(), time.process_time()
-    embedder.embed([text for text, _ in timed])
+    embedder.embed([text for text, _ in texts])
     plan.sample_s = time.perf_counter() - t0
     plan.sample_cpu_s = time.process_time() - c0
-    plan.sample_chunks = len(timed)
-    plan.sample_tokens = sum(tokens for _, tokens in timed)
+    plan.sample_chunks = len(texts)
+    plan.sample_tokens = sum(tokens for _, tokens in texts)
 
 
 async def plan_rebuild(
