@@ -92,7 +92,7 @@ class GenerationSettings(BaseModel):
     # costs it cannot measure without writing.
     price_per_million_tokens: dict[str, float] = {}
     default_price_per_million_tokens: float = 0.0
-    plan_sample_chunks: int = 256
+    plan_sample_chunks: int = 128  # embedded twice (warm, then timed)
     write_chunks_per_s: float = 1500.0
     build_startup_s: float = 2.5  # consumer-group join and lag polling of a build
     backup_backend: str = "filesystem"  # filesystem | s3 | gcs | azure (the matching Weaviate module)

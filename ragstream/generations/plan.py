@@ -221,8 +221,8 @@ def _measure(plan: Plan, embedder: Embedder, docs: list[list[tuple[str, int]]], 
     """Throughput of the candidate model on whole documents spread evenly over the corpus.
 
     Whole documents, in one call: the builder embeds every chunk of a poll's documents in one call (the
-    model sorts them by length into batches), so padding and batching are alike. A few chunks warm the
-    model up first (the first calls of a shape cost more).
+    model sorts them by length into batches), so padding and batching are alike. The sample is embedded
+    twice and the second call timed: first calls of a shape cost more, which a long build amortizes.
     """
     want = settings.generations.plan_sample_chunks
     docs = [d for d in docs if d]
@@ -232,7 +232,7 @@ def _measure(plan: Plan, embedder: Embedder, docs: list[list[tuple[str, int]]], 
     k = min(len(docs), max(1, round(want / mean)))
     picked = [docs[int(i * len(docs) / k)] for i in range(k)]
     texts = [item for d in picked for item in d]
-    embedder.embed([text for text, _ in texts[:8]])
+    embedder.embed([text for text, _ in texts])
     t0, c0 = time.perf_counter(), time.process_time()
     embedder.embed([text for text, _ in texts])
     plan.sample_s = time.perf_counter() - t0
