@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -406,6 +409,36 @@ async def test_degraded_candidate_refused_by_the_eval_runner_gate(env: Env, tmp_
     assert live_outcome.passed, live_outcome.metrics
     a = await env.query.ask_gen("acme", "alice", question("travel", "escalation"))
     assert a.ok and a.generation == "g0001"
+    listed = await asyncio.to_thread(cli, s, "generation", "list", "--json")
+    statuses = {g["name"]: g["status"] for g in listed["generations"]}
+    assert listed["live"] == "g0001" and statuses == {"g0001": "live", cand: "refused"}
+
+
+def cli(s: Settings, *args: str) -> dict[str, Any]:
+    """`ragstream ...` in a subprocess against this test's index family; the last stdout line as JSON."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "RAGSTREAM_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "RAGSTREAM_KAFKA__TOPIC_PREFIX": s.kafka.topic_prefix,
+            "RAGSTREAM_WEAVIATE__URL": s.weaviate.url,
+            "RAGSTREAM_WEAVIATE__GRPC_PORT": str(s.weaviate.grpc_port),
+            "RAGSTREAM_WEAVIATE__API_KEY": s.weaviate.api_key.get_secret_value(),
+            "RAGSTREAM_INDEX__GENERATION": s.index.generation,
+            "RAGSTREAM_INDEX__CHUNKS_COLLECTION_PREFIX": s.index.chunks_collection_prefix,
+            "RAGSTREAM_INDEX__DOCUMENTS_COLLECTION": s.index.documents_collection,
+            "RAGSTREAM_GENERATIONS__REGISTRY_COLLECTION": s.generations.registry_collection,
+        }
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "ragstream.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def faq_files() -> list[Path]:
