@@ -29,6 +29,9 @@ class KafkaSettings(BaseModel):
     default_partitions: int = 6
     replication_factor: int = 1
     max_message_bytes: int = 16_000_000
+    # 0: a query crosses four topics, so batching delay would be paid four times; concurrent sends still
+    # share requests.
+    linger_ms: int = 0
     security_protocol: str = "PLAINTEXT"
 
 

@@ -70,6 +70,11 @@ class LocalPipeline:
         return self
 
     async def stop(self) -> None:
+        # Let each worker finish (or abandon, uncommitted) the batch in hand before its clients close.
+        for w in self.workers.values():
+            w.request_stop()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
         for w in self.workers.values():
             await w.stop()
         for t in self._tasks:

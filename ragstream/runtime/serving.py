@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ragstream.runtime.worker import Handler, Producer
@@ -74,5 +75,8 @@ def build_serving(
             on_prompt=overrides.get("on_prompt"),
             router=open_router(settings, client, store),
         )
-        return generation.build_handler(gen, producer.send_many), {"close": client.close, "component": gen}
+        return generation.build_handler(gen, partial(producer.send_many, wait=False)), {
+            "close": client.close,
+            "component": gen,
+        }
     raise ValueError(f"unknown consumer {name!r}")

@@ -103,8 +103,10 @@ class Producer:
             enable_idempotence=True,
             max_request_size=settings.kafka.max_message_bytes,
             compression_type="gzip",
-            linger_ms=5,
+            linger_ms=settings.kafka.linger_ms,
         )
+        # Sent but not yet acknowledged (streamed deltas); every waiting send also waits for these.
+        self._pending: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
         await self._p.start()
@@ -112,7 +114,10 @@ class Producer:
     async def stop(self) -> None:
         await self._p.stop()
 
-    async def send_many(self, items: Sequence[Outbound]) -> None:
+    async def send_many(self, items: Sequence[Outbound], *, wait: bool = True) -> None:
+        """Send in order; with `wait`, return once these and all earlier sends are acknowledged (the
+        worker commits only after that). `wait=False` only enqueues: a token stream does not pay a broker
+        round trip per delta, and the final answer's acknowledgement still covers every delta before it."""
         futures = []
         for item in items:
             carrier: dict[str, str] = dict(item.headers)
@@ -131,6 +136,10 @@ class Producer:
                     headers=[(k, v.encode()) for k, v in carrier.items()],
                 )
             )
+        if not wait:
+            self._pending.extend(futures)
+            return
+        futures, self._pending = [*self._pending, *futures], []
         if futures:
             await asyncio.gather(*futures)
 
@@ -272,12 +281,18 @@ class Worker:
         )
         return Inbound(rec, event, trace.set_span_in_context(span, parent), span)
 
+    def request_stop(self) -> None:
+        """Finish the batch in hand, then leave the loop (nothing half-done is committed)."""
+        self._stopping.set()
+
     async def _handle(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
         if not items:
             return [], []
         try:
             return await self._with_retries(items), []
         except Exception:
+            if self._stopping.is_set():
+                raise  # shutting down (clients closing): redeliver later, never dead-letter for it
             log.warning("%s: batch of %d failed; handling records one by one", self.spec.name, len(items))
         return await self._one_by_one(items)
 
@@ -293,6 +308,8 @@ class Worker:
                     dead.append(self._dead_letter(item.record, exc.reason, exc, item.event))
                     break
                 except Exception as exc:
+                    if self._stopping.is_set():
+                        raise
                     if attempt == self.max_attempts:
                         dead.append(self._dead_letter(item.record, "handler_error", exc, item.event))
         return outputs, dead
