@@ -23,7 +23,7 @@ from producers.folder import walk
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from ragstream.core.normalize import detect_mime
-from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.kafka_admin import ensure_topics, group_id
 from ragstream.runtime.queries import QueryClient
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
@@ -135,14 +135,14 @@ async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> boo
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-        groups = [CONSUMERS[n].group for n in SERVING]
+        groups = [group_id(settings.kafka, n) for n in SERVING]
         described = await asyncio.wait_for(admin.describe_consumer_groups(groups), timeout_s)
     except Exception:
         return False
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    wanted = {CONSUMERS[n].group: settings.kafka.topic_prefix + CONSUMERS[n].topic for n in SERVING}
+    wanted = {group_id(settings.kafka, n): settings.kafka.topic_prefix + CONSUMERS[n].topic for n in SERVING}
     live: set[str] = set()
     for resp in described:
         for g in resp.groups:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway import metrics
-from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime.kafka_admin import group_id, partitions_of
 from ragstream.settings import ServingSettings, Settings
 from schemas.topics import CONSUMERS
 
@@ -144,7 +144,7 @@ class KafkaLagProbe:
             if not tps:
                 continue
             committed = await self._admin.list_consumer_group_offsets(
-                spec.group + self.group_suffix, partitions=tps
+                group_id(self.settings.kafka, spec.name, self.group_suffix), partitions=tps
             )
             ends = await self._consumer.end_offsets(tps)
             starts = await self._consumer.beginning_offsets(tps)

@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from ragstream.adapters.embedder import Embedder
@@ -23,6 +24,7 @@ from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
 from ragstream.runtime.worker import Inbound, Outbound, TransientError
 from ragstream.settings import ServingSettings
+from ragstream.telemetry import score_summary, within
 from schemas.envelope import utcnow
 from schemas.serving import Passage, QueryFailed, QueryRequested, QueryRetrieved
 from schemas.topics import ANSWERS, CONSUMERS
@@ -161,37 +163,57 @@ def build_handler(retriever: Retriever):  # returns the worker's Handler
     async def handle(items: list[Inbound]) -> list[Outbound]:
         outputs: list[Outbound] = []
         for item in items:
-            ev: QueryRequested = item.event
-            key = ev.query.query_id.encode()
-            if utcnow() > ev.query.deadline_at:
-                failed = QueryFailed(
-                    **ev.caused(producer="retrieval"),
-                    query_id=ev.query.query_id,
-                    subject=ev.query.caller.subject,
-                    stage="retrieval",
-                    reason="deadline exceeded",
-                )
-                outputs.append(Outbound(ANSWERS.name, key, failed))
-                continue
-            try:
-                out = await asyncio.to_thread(retriever.retrieve, ev)
-            except ValueError as exc:  # a bad filter: the caller's mistake, answered, not retried
-                failed = QueryFailed(
-                    **ev.caused(producer="retrieval"),
-                    query_id=ev.query.query_id,
-                    subject=ev.query.caller.subject,
-                    stage="retrieval",
-                    reason=str(exc),
-                )
-                outputs.append(Outbound(ANSWERS.name, key, failed))
-                continue
-            except Exception as exc:
-                from consumers.ingestion.embedder import TRANSIENT
-
-                if isinstance(exc, TRANSIENT):
-                    raise TransientError(f"weaviate: {exc}") from exc
-                raise
-            outputs.append(Outbound(out_topic, key, out))
+            with within(item.context):
+                outputs.extend(await one(item.event))
         return outputs
 
+    async def one(ev: QueryRequested) -> list[Outbound]:
+        key = ev.query.query_id.encode()
+        if utcnow() > ev.query.deadline_at:
+            failed = QueryFailed(
+                **ev.caused(producer="retrieval"),
+                query_id=ev.query.query_id,
+                subject=ev.query.caller.subject,
+                stage="retrieval",
+                reason="deadline exceeded",
+            )
+            return [Outbound(ANSWERS.name, key, failed)]
+        try:
+            out = await asyncio.to_thread(retriever.retrieve, ev)
+        except ValueError as exc:  # a bad filter: the caller's mistake, answered, not retried
+            failed = QueryFailed(
+                **ev.caused(producer="retrieval"),
+                query_id=ev.query.query_id,
+                subject=ev.query.caller.subject,
+                stage="retrieval",
+                reason=str(exc),
+            )
+            return [Outbound(ANSWERS.name, key, failed)]
+        except Exception as exc:
+            from consumers.ingestion.embedder import TRANSIENT
+
+            if isinstance(exc, TRANSIENT):
+                raise TransientError(f"weaviate: {exc}") from exc
+            raise
+        _annotate(out)
+        return [Outbound(out_topic, key, out)]
+
     return handle
+
+
+def _annotate(out: QueryRetrieved) -> None:
+    """Retrieval span attributes: what was asked and how it scored, never the passages' text."""
+    q = out.query
+    span = trace.get_current_span()
+    span.set_attributes(
+        {
+            "retrieval.top_k": q.top_k,
+            "retrieval.mode": q.mode,
+            "retrieval.request_class": q.request_class,
+            "retrieval.filters": sorted(q.filters),
+            "retrieval.result_count": len(out.passages),
+            "retrieval.generation": out.generation,
+        }
+    )
+    for name, value in score_summary([p.score for p in out.passages]).items():
+        span.set_attribute(f"retrieval.score.{name}", value)

@@ -20,9 +20,10 @@ from consumers.generations.builder import builder_group
 from ragstream.generations import names
 from ragstream.generations.record import GenerationEvent
 from ragstream.generations.registry import Registry
+from ragstream.runtime.kafka_admin import group_id
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
-from schemas.topics import CONSUMERS, SOURCE_CHANGES
+from schemas.topics import SOURCE_CHANGES
 
 _ID = re.compile(r"^[a-z0-9_-]+$")
 
@@ -80,7 +81,7 @@ def create(
     reg.ensure()
     collections = index_collections(client, settings)
     view = reg.view()
-    groups = [CONSUMERS["normalizer"].group] + [
+    groups = [group_id(settings.kafka, "normalizer")] + [
         builder_group(n)
         for n, st in view.generations.items()
         if st.retired_at is None and st.record.spec.source

@@ -8,7 +8,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ragstream.settings import KafkaSettings
-from schemas.topics import TOPICS, TopicSpec
+from schemas.topics import CONSUMERS, TOPICS, TopicSpec
+
+
+def group_id(kafka: KafkaSettings, name: str, suffix: str = "") -> str:
+    """Consumer `name`'s group id: the registry's group under the deployment's topic prefix, so two
+    environments (or test runs) sharing a broker never share, or rebalance, one group."""
+    return f"{kafka.topic_prefix}{CONSUMERS[name].group}{suffix}"
 
 
 def topic_configs(spec: TopicSpec) -> dict[str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ragstream.runtime.app import build
-from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.kafka_admin import ensure_topics, group_id
 from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
 from schemas.topics import CONSUMERS
@@ -60,7 +60,7 @@ class LocalPipeline:
                 spec,
                 handler,
                 self.settings,
-                group=spec.group + self.group_suffix,
+                group=group_id(self.settings.kafka, name, self.group_suffix),
                 max_batch=self.settings.index.consumer_batch_max,
                 producer=producer,
             )

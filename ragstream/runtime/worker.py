@@ -29,6 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from ragstream.runtime import metrics
+from ragstream.runtime.kafka_admin import group_id
 from ragstream.settings import Settings
 from ragstream.telemetry import STAGE_SPANS
 from schemas.dlq import DeadLetter
@@ -164,7 +165,7 @@ class Worker:
         self.topic = TOPICS[spec.topic]
         self.handler = handler
         self.settings = settings
-        self.group = group or spec.group
+        self.group = group or group_id(settings.kafka, spec.name)
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s

@@ -133,13 +133,13 @@ def test_kafka_cluster_is_kraft_with_node_pools(docs: list) -> None:
     } == {bootstrap}
 
 
-def test_topic_prefix_applies_to_topics_and_triggers_not_groups() -> None:
+def test_topic_prefix_applies_to_topics_triggers_and_groups() -> None:
     docs = manifests.documents(manifests.helm_template(set_values={"kafka.topicPrefix": "staging."}))
     names = {d["spec"]["topicName"] for d in _kind(docs, "KafkaTopic")}
     assert names == {f"staging.{n}" for n in all_topic_names()}
     for so in _kind(docs, "ScaledObject"):
         meta = so["spec"]["triggers"][0]["metadata"]
-        assert meta["topic"].startswith("staging.") and not meta["consumerGroup"].startswith("staging.")
+        assert meta["topic"].startswith("staging.") and meta["consumerGroup"].startswith("staging.ragstream.")
     env = {
         e["name"]: e.get("value")
         for d in _worker_deployments(docs)
