@@ -11,10 +11,11 @@ Modes (all over the same chunks, ranked by document: a document scores as its be
   bm25    Weaviate BM25 over title, heading and text
   dense   nearest chunk vectors (the embedding model of the pipeline)
   hybrid  the retrieval worker's hybrid search as configured (alpha, fusion)
-  rerank  second stage over the bm25 and dense candidates: with a cross-encoder configured
-          (`serving.rerank`), it rescores the fused top documents; without one, the candidates are
-          re-ranked by document-level fusion of the BM25 ranking with a dense ranking after one round of
-          pseudo-relevance feedback (Rocchio on the top documents' vectors), by reciprocal rank.
+  rerank  two stages, general methods only (no constant fitted to a dataset): the first fuses (z-scores)
+          BM25, dense, and dense after Rocchio pseudo-relevance feedback; the second recomputes BM25 on
+          whole candidate documents with stemming (first-stage BM25 is per chunk and unstemmed) and fuses
+          it with both dense signals. With a cross-encoder configured (`serving.rerank`) the second stage
+          is the cross-encoder.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from evals.beir import BeirDataset, load_beir
-from evals.fusion import Scores, doc_scores, ranked, rocchio, rrf
+from evals.fusion import Scores, convex, doc_scores, pool_bm25, ranked, rocchio, zfuse
 from evals.metrics import summarize
 from ragstream.settings import Settings
 
@@ -39,7 +40,6 @@ MODES = ("bm25", "dense", "hybrid", "rerank")
 CANDIDATE_CHUNKS = 300  # chunks fetched per query and mode: enough distinct documents for recall@100
 FEEDBACK_DOCS = 3  # pseudo-relevance feedback: top documents whose vectors move the query
 FEEDBACK_BETA = 0.5
-RRF_K = 60
 RERANK_DEPTH = 100
 EVAL_GROUP = "everyone"
 EVAL_SUBJECT = "beir-eval"
@@ -275,33 +275,70 @@ def _dense_with_vectors(searcher: Searcher, vector: np.ndarray, limit: int) -> l
     ]
 
 
+def _pool_texts(searcher: Searcher, docs: Sequence[str]) -> dict[str, str]:
+    """Whole-document text (title + every chunk in position order) for the candidate documents, in one
+    filtered fetch from the index (live versions only, as retrieval serves them)."""
+    from weaviate.classes.query import Filter
+
+    if not docs:
+        return {}
+    res = searcher.store.chunks(searcher.tenant).query.fetch_objects(
+        filters=Filter.by_property("document_id").contains_any(list(docs)) & searcher.acl,
+        limit=min(10_000, 50 * len(docs)),
+        return_properties=["document_id", "title", "text", "position", "source_version"],
+    )
+    states = searcher.store.get_states(searcher.tenant, list(docs))
+    parts: dict[str, list[tuple[int, str]]] = {}
+    titles: dict[str, str] = {}
+    for o in res.objects:
+        p = o.properties
+        d = p["document_id"]
+        st = states.get(d)
+        if st is not None and st.live_version != p.get("source_version"):
+            continue
+        parts.setdefault(d, []).append((int(p.get("position") or 0), p.get("text", "")))
+        titles[d] = p.get("title") or ""
+    return {d: titles[d] + "\n" + "\n".join(t for _, t in sorted(ps)) for d, ps in parts.items()}
+
+
 def rerank_scores(
     searcher: Searcher,
     text: str,
     vector: np.ndarray,
     bm25: Scores,
     reranker: Any | None,
-    doc_text: Callable[[str], str],
 ) -> tuple[Scores, str]:
-    """The second stage: cross-encoder over the fused candidates when one is configured, else
-    RRF(BM25, dense after Rocchio feedback) over document rankings."""
+    """The second stage over the first stage's document candidates.
+
+    First stage: z-score fusion of BM25 (best chunk), dense (best chunk) and dense after one round of
+    Rocchio feedback from the top documents of BM25+dense. Second stage, over its top RERANK_DEPTH
+    documents: BM25 is recomputed on whole documents with stemming (`pool_bm25`) and fused again with
+    the two dense signals; with a cross-encoder configured, it scores the fused top documents instead.
+    """
     dense_hits = _dense_with_vectors(searcher, vector, CANDIDATE_CHUNKS)
     dense = doc_scores((h.properties["document_id"], h.score) for h in dense_hits)
-    first = rrf([ranked(bm25), ranked(dense)], k=RRF_K)
-    top = ranked(first)[:FEEDBACK_DOCS]
-    fb = _doc_vectors(dense_hits, top)
-    q2 = rocchio(vector, fb, FEEDBACK_BETA)
-    prf_hits = _dense_with_vectors(searcher, q2, CANDIDATE_CHUNKS)
+    seed = convex(dense, bm25, 0.5, "zscore")
+    fb = _doc_vectors(dense_hits, ranked(seed)[:FEEDBACK_DOCS])
+    prf_hits = _dense_with_vectors(searcher, rocchio(vector, fb, FEEDBACK_BETA), CANDIDATE_CHUNKS)
     prf = doc_scores((h.properties["document_id"], h.score) for h in prf_hits)
-    fused = rrf([ranked(bm25), ranked(prf)], k=RRF_K)
-    if reranker is None:
-        return fused, f"rrf(bm25, dense+rocchio(top{FEEDBACK_DOCS}, beta {FEEDBACK_BETA})), k={RRF_K}"
-    cands = ranked(fused)[:RERANK_DEPTH]
-    scores = reranker.score(text, [doc_text(d) for d in cands])
-    out = {d: 1000.0 + float(s) for d, s in zip(cands, scores, strict=True)}
-    for d, s in fused.items():
-        out.setdefault(d, s)
-    return out, f"{reranker.name} over the top {RERANK_DEPTH} of rrf(bm25, dense+prf)"
+    first = zfuse([dense, prf, bm25])
+    pool = ranked(first)[:RERANK_DEPTH]
+    texts = _pool_texts(searcher, pool)
+    pool = [d for d in pool if d in texts]
+    if reranker is not None:
+        scores = reranker.score(text, [texts[d] for d in pool])
+        out = {d: 1000.0 + float(sc) for d, sc in zip(pool, scores, strict=True)}
+        method = f"{reranker.name} over the top {RERANK_DEPTH} of z(dense, dense+prf, bm25)"
+    else:
+        out = zfuse([dense, prf, pool_bm25(text, texts)], pool)
+        out = {d: 1000.0 + sc for d, sc in out.items()}
+        method = (
+            f"z(dense, dense+rocchio(top{FEEDBACK_DOCS}), stemmed doc-BM25) over the top {RERANK_DEPTH} "
+            "of z(dense, dense+rocchio, bm25)"
+        )
+    for d, sc in first.items():
+        out.setdefault(d, sc)
+    return out, method
 
 
 async def evaluate_beir(
@@ -347,13 +384,7 @@ async def evaluate_beir(
                             0
                         ]
                     scores, detail = await asyncio.to_thread(
-                        rerank_scores,
-                        searcher,
-                        text,
-                        vec,
-                        bm25_cache[qid],
-                        reranker,
-                        lambda d: f"{ds.corpus[d].title}\n{ds.corpus[d].text}",
+                        rerank_scores, searcher, text, vec, bm25_cache[qid], reranker
                     )
                 else:
                     scores, _ = await asyncio.to_thread(searcher.doc_ranking, text, vec, mode)

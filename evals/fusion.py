@@ -5,9 +5,14 @@ pseudo-relevance feedback. General methods (no constant depends on a corpus); ca
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from ragstream.core.groundedness import _STOP as STOPWORDS  # one English stopword list for the project
+from ragstream.core.groundedness import stem
 
 Scores = dict[str, float]
 
@@ -81,3 +86,52 @@ def rocchio(query: np.ndarray, feedback: np.ndarray, beta: float = 0.5) -> np.nd
     v = query + beta * centroid
     n = float(np.linalg.norm(v))
     return v / n if n > 0 else query
+
+
+# ----------------------------------------------------------------------- lexical second stage
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def stemmed_terms(text: str) -> list[str]:
+    """Lower-cased word tokens without stopwords, light-stemmed (the groundedness scorer's stemmer):
+    'reduces', 'reduced', 'reducing' meet, which Weaviate's word tokenization does not do."""
+    return [stem(w) for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
+
+
+def pool_bm25(query: str, docs: Mapping[str, str], k1: float = 1.2, b: float = 0.75) -> Scores:
+    """BM25 over whole documents (all their chunks joined), stemmed, with document frequencies taken from
+    the candidate pool itself: no corpus statistics needed at query time. It restores what chunk-level,
+    unstemmed first-stage BM25 loses (term evidence split across chunks, inflected forms)."""
+    if not docs:
+        return {}
+    terms = {d: stemmed_terms(t) for d, t in docs.items()}
+    q = set(stemmed_terms(query))
+    n = len(terms)
+    avg = sum(len(t) for t in terms.values()) / n or 1.0
+    df: dict[str, int] = {}
+    for ts in terms.values():
+        for w in set(ts) & q:
+            df[w] = df.get(w, 0) + 1
+    idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+    out: Scores = {}
+    for d, ts in terms.items():
+        tf: dict[str, int] = {}
+        for w in ts:
+            if w in q:
+                tf[w] = tf.get(w, 0) + 1
+        norm = k1 * (1 - b + b * len(ts) / avg)
+        out[d] = sum(idf[w] * f * (k1 + 1) / (f + norm) for w, f in tf.items())
+    return out
+
+
+def zfuse(signals: Sequence[Mapping[str, float]], docs: Sequence[str] | None = None) -> Scores:
+    """Mean of z-scored signals over `docs` (default: every document any signal scored); a document a
+    signal did not score gets that signal's minimum."""
+    pool = list(docs) if docs is not None else sorted({d for s in signals for d in s})
+    if not pool:
+        return {}
+    zs = []
+    for s in signals:
+        floor = min(s.values(), default=0.0)
+        zs.append(zscore({d: s.get(d, floor) for d in pool}))
+    return {d: sum(z[d] for z in zs) / len(zs) for d in pool}

@@ -9,7 +9,18 @@ import pytest
 
 from evals.beir import load_beir
 from evals.beir_eval import corpus_tenant, published_figures
-from evals.fusion import convex, doc_scores, minmax, ranked, rocchio, rrf, zscore
+from evals.fusion import (
+    convex,
+    doc_scores,
+    minmax,
+    pool_bm25,
+    ranked,
+    rocchio,
+    rrf,
+    stemmed_terms,
+    zfuse,
+    zscore,
+)
 from ragstream.settings import IndexSettings, IngestSettings, Settings
 
 pytestmark = pytest.mark.unit
@@ -72,3 +83,23 @@ def test_corpus_tenant_changes_with_corpus_generation_and_chunking(tmp_path: Pat
     assert len({t, corpus_tenant(ds, other_gen), corpus_tenant(ds, other_chunks)}) == 3
     (d / "corpus.jsonl").write_text('{"_id": "1", "title": "T", "text": "y"}\n')
     assert corpus_tenant(load_beir(d), s) != t
+
+
+def test_pool_bm25_is_stemmed_document_level_and_uses_pool_statistics() -> None:
+    docs = {
+        "a": "Aspirin reduced the risk of stroke.",
+        "b": "Statins reduce cholesterol. Statins reduce risk.",
+        "c": "Weather report for the weekend.",
+    }
+    s = pool_bm25("Does aspirin reduce stroke risk?", docs)
+    assert s["c"] == 0.0 and s["a"] > s["b"] > 0  # 'reduced'/'reduce' meet; rarer terms weigh more
+    assert pool_bm25("anything", {}) == {}
+    assert stemmed_terms("The studies reduced costs") == ["study", "reduc", "cost"]
+
+
+def test_zfuse_over_a_pool() -> None:
+    a = {"x": 3.0, "y": 1.0}
+    b = {"y": 5.0, "z": 1.0}
+    fused = zfuse([a, b], ["x", "y", "z"])
+    assert set(fused) == {"x", "y", "z"} and fused["y"] > fused["z"] and fused["x"] > fused["z"]
+    assert zfuse([a, b]) == zfuse([a, b], ["x", "y", "z"]) and zfuse([], []) == {}
