@@ -235,7 +235,14 @@ class Searcher:
 
     def doc_ranking(self, text: str, vector: np.ndarray | None, mode: str) -> tuple[Scores, list[Any]]:
         hs = self.hits(text, vector if mode != "bm25" else None, mode)
-        return doc_scores((h.properties["document_id"], h.score) for h in hs), hs
+        # `search` reports Weaviate's score, which near_vector leaves at 0: dense hits rank by cosine.
+        return doc_scores((h.properties["document_id"], _rank_score(h, mode)) for h in hs), hs
+
+
+def _rank_score(hit: Any, mode: str) -> float:
+    if mode == "dense" and hit.relevance is not None:
+        return float(hit.relevance)
+    return float(hit.score)
 
 
 def _doc_vectors(hits: Sequence[Any], docs: Sequence[str]) -> np.ndarray:
