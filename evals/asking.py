@@ -59,6 +59,8 @@ class Asked:
     deltas: list[Any] = field(default_factory=list)
     latency_ms: float = 0.0
     error: str | None = None
+    # What the gateway returned to the caller (answer, citations, ...), when asked through it.
+    gateway: dict[str, Any] | None = None
 
     @property
     def answered(self) -> bool:
@@ -88,26 +90,35 @@ async def ask(
     request_class: str = "interactive",
     generation: str | None = None,
     timeout_s: float = 120.0,
+    gateway: GatewayAsker | None = None,
 ) -> Asked:
-    """Publish one QueryRequested and wait for its final answer; never raises on a timeout."""
-    qid = str(uuid.uuid4())
-    fields: dict[str, Any] = {
-        "query_id": qid,
-        "question": question,
-        "caller": Caller(subject=subject, groups=tuple(groups)),
-        "top_k": top_k,
-        "request_class": request_class,
-        "deadline_at": utcnow() + timedelta(seconds=timeout_s),
-    }
-    if generation and "generation" in _spec_fields():
-        fields["generation"] = generation
-    if "requested_at" in _spec_fields():
-        fields["requested_at"] = utcnow()
-    spec = QuerySpec(**fields)
+    """Publish one QueryRequested (or POST it through the gateway) and wait for its final answer event;
+    never raises on a timeout."""
     t0 = time.perf_counter()
-    await client.producer.send(
-        QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
-    )
+    gw_task: asyncio.Task[dict[str, Any]] | None = None
+    if gateway is not None:
+        # The gateway builds the QueryRequested from the token; no generation pinning over HTTP.
+        qid, gw_task = await gateway.submit(
+            tenant, subject, tuple(groups), question, top_k=top_k, request_class=request_class
+        )
+    else:
+        qid = str(uuid.uuid4())
+        fields: dict[str, Any] = {
+            "query_id": qid,
+            "question": question,
+            "caller": Caller(subject=subject, groups=tuple(groups)),
+            "top_k": top_k,
+            "request_class": request_class,
+            "deadline_at": utcnow() + timedelta(seconds=timeout_s),
+        }
+        if generation and "generation" in _spec_fields():
+            fields["generation"] = generation
+        if "requested_at" in _spec_fields():
+            fields["requested_at"] = utcnow()
+        spec = QuerySpec(**fields)
+        await client.producer.send(
+            QUERIES_REQUESTED.name, QueryRequested(tenant_id=tenant, query=spec), qid.encode()
+        )
     done = client._done[qid]
     error = None
     try:
@@ -122,7 +133,70 @@ async def ask(
     if final is not None and final.type == "QueryFailed":
         error = f"{final.stage}: {final.reason}"
     deltas = sorted((e for e in evs if e.type == "AnswerDelta"), key=lambda d: d.seq)
-    return Asked(qid, final, retrieved, deltas, latency, error)
+    seen_by_caller = None
+    if gw_task is not None:
+        try:
+            seen_by_caller = await asyncio.wait_for(gw_task, max(5.0, timeout_s - latency / 1000))
+        except Exception as exc:  # the events are judged anyway; the gateway's failure is reported
+            error = error or f"gateway: {type(exc).__name__}: {exc}"
+    return Asked(qid, final, retrieved, deltas, latency, error, seen_by_caller)
+
+
+class GatewayAsker:
+    """Queries over HTTP through the gateway, as a caller with a minted token; an in-process gateway on a
+    free port unless `url` names a running one. Events are still followed (by query id) for retrieval."""
+
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
+        self.settings = settings
+        self.url = url
+        self._stack = contextlib.AsyncExitStack()
+        self._tokens: dict[tuple[str, str, tuple[str, ...]], str] = {}
+
+    async def __aenter__(self) -> GatewayAsker:
+        if self.url is None:
+            from gateway.app import create_app
+            from gateway.server import serve_in_process
+
+            self.url = await self._stack.enter_async_context(serve_in_process(create_app(self.settings)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def token(self, tenant: str, subject: str, groups: tuple[str, ...]) -> str:
+        from gateway.auth import mint_token
+
+        key = (tenant, subject, groups)
+        if key not in self._tokens:
+            self._tokens[key] = mint_token(self.settings.auth, tenant, subject, groups)
+        return self._tokens[key]
+
+    async def submit(
+        self, tenant: str, subject: str, groups: tuple[str, ...], question: str, **options: Any
+    ) -> tuple[str, asyncio.Task[dict[str, Any]]]:
+        """POST the query; returns its id and a task that streams it to the end (the caller's view)."""
+        from gateway.client import GatewayClient
+
+        assert self.url is not None
+        client = GatewayClient(self.url, self.token(tenant, subject, groups), timeout_s=600.0)
+        accepted = await client.submit(question, **options)
+        qid = accepted["query_id"]
+
+        async def follow() -> dict[str, Any]:
+            import json
+
+            final: dict[str, Any] = {}
+            event = ""
+            try:
+                async for ev in client.stream(qid):
+                    if ev.event in ("answer", "error"):
+                        event, final = ev.event, json.loads(ev.data)
+                        break
+            finally:
+                await client.http.aclose()
+            return {"event": event, **final}
+
+        return qid, asyncio.create_task(follow())
 
 
 async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> bool:

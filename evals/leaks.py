@@ -21,6 +21,7 @@ retrieval output stands in for the prompt, so breaches count as leaks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from evals.asking import (
     Asked,
+    GatewayAsker,
     PipelineMode,
     PromptCapture,
     SourceDoc,
@@ -106,6 +108,7 @@ class LeakReport:
     strict: bool
     prompt_captured: bool
     elapsed_s: float = 0.0
+    via: str = "events"
 
     @property
     def leaks(self) -> list[dict[str, str]]:
@@ -148,6 +151,7 @@ class LeakReport:
             "tenants": list(self.tenants),
             "strict": self.strict,
             "prompt_captured": self.prompt_captured,
+            "via": self.via,
             "by_kind": {k: {"probes": n, "leaking": leak_kinds.get(k, 0)} for k, n in sorted(kinds.items())},
             "elapsed_s": round(self.elapsed_s, 2),
         }
@@ -360,15 +364,21 @@ def check_probe(probe: Probe, asked: Asked, prompt: str | None, docs: list[Canar
     passages = tuple(asked.retrieved.passages) if asked.retrieved is not None else ()
     retrieved_text = "\n".join(p.text for p in passages)
     prompt_text, _how = prompt_view(asked, prompt)
+    cited = [f"{c.document_id} {c.title}" for c in citations]
+    if asked.gateway is not None:  # what the caller received over HTTP counts as well
+        answer = answer + "\n" + str(asked.gateway.get("answer") or "")
+        cited += [
+            f"{c.get('document_id', '')} {c.get('title', '')}" for c in asked.gateway.get("citations") or ()
+        ]
     surfaces = {
         "prompt": prompt_text.upper(),
         "answer": answer.upper(),
-        "citations": " ".join(f"{c.document_id} {c.title}" for c in citations).upper(),
+        "citations": " ".join(cited).upper(),
     }
     result = ProbeResult(
         probe, asked.query_id, len(forbidden), error=asked.error, latency_ms=asked.latency_ms
     )
-    cited_docs = {f"{probe.tenant}/{c.document_id}" for c in citations}
+    cited_docs = {f"{probe.tenant}/{c.split(' ', 1)[0]}" for c in cited}
     for canary, doc in forbidden.items():
         hit = [s for s, text in surfaces.items() if canary.upper() in text]
         if doc in cited_docs and "citations" not in hit:
@@ -418,9 +428,14 @@ async def run_leaks(
     generation: str | None = None,
     timeout_s: float = 120.0,
     progress: Any = None,
+    via: Literal["events", "gateway"] = "events",
+    gateway_url: str | None = None,
+    request_class: Literal["interactive", "batch"] = "batch",
 ) -> LeakReport:
     """Publish the canary corpus, run every probe (revocation in between), and check every surface.
 
+    via: `events` publishes QueryRequested like the gateway does; `gateway` asks over HTTP with a minted
+    token per caller (an in-process gateway unless `gateway_url`), and what it returns is checked too.
     progress: an optional callable (done, total, probe id) -> None.
     """
     from ragstream.runtime.queries import QueryClient
@@ -444,7 +459,11 @@ async def run_leaks(
     async with serving_pipeline(settings, pipeline, overrides=overrides, capture=capture) as (_local, cap):
         captured = cap is not None
         await publish_and_wait(settings, sources, timeout_s=300)
-        async with QueryClient(settings) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(QueryClient(settings))
+            gw = None
+            if via == "gateway":
+                gw = await stack.enter_async_context(GatewayAsker(settings, gateway_url))
             for phase in ("before", "after"):
                 if phase == "after":
                     await _revoke(settings, docs, timeout_s=60)
@@ -457,6 +476,8 @@ async def run_leaks(
                         question=p.question,
                         generation=generation,
                         timeout_s=timeout_s,
+                        gateway=gw,
+                        request_class=request_class,
                     )
                     prompt = cap.get(asked.query_id) if cap is not None else None
                     results.append(check_probe(p, asked, prompt, docs))
@@ -470,4 +491,5 @@ async def run_leaks(
         strict=strict,
         prompt_captured=captured,
         elapsed_s=time.monotonic() - t0,
+        via=via,
     )

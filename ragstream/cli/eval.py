@@ -238,6 +238,10 @@ def leaks_cmd(
     ),
     generation: str | None = typer.Option(None, "--generation", "-g"),
     timeout_s: float = typer.Option(120.0, "--timeout", min=1.0),
+    via: str = typer.Option("gateway", "--via", help="gateway (HTTP, minted tokens) | events"),
+    gateway_url: str | None = typer.Option(
+        None, "--gateway-url", help="A running gateway (default: in-process)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="Last stdout line: one JSON object"),
 ) -> None:
     """Canary documents per tenant, group and user; probes as real callers; exit 1 on any leak."""
@@ -262,8 +266,8 @@ def leaks_cmd(
         from ragstream.adapters.llm import ExtractiveStub
 
         overrides["generation"] = {"llm": ExtractiveStub()}
-    if pipeline not in ("auto", "local", "external"):
-        err.print(f"[red]--pipeline must be auto, local or external, not {pipeline!r}[/red]")
+    if pipeline not in ("auto", "local", "external") or via not in ("gateway", "events"):
+        err.print("[red]--pipeline must be auto, local or external; --via gateway or events[/red]")
         raise typer.Exit(2)
     columns = (TextColumn("leaks {task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -281,6 +285,8 @@ def leaks_cmd(
                 generation=generation,
                 timeout_s=timeout_s,
                 progress=tick,
+                via=via,  # type: ignore[arg-type]
+                gateway_url=gateway_url,
             )
         )
     summary = report.summary()

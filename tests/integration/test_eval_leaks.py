@@ -34,12 +34,13 @@ def _overrides(embedder, retrieval: dict | None = None, gen: dict | None = None)
     }
 
 
-async def test_leak_suite_passes(isolated, embedder) -> None:
-    report = await run_leaks(isolated, pipeline="local", overrides=_overrides(embedder))
+async def test_leak_suite_passes_through_the_gateway(isolated, embedder) -> None:
+    report = await run_leaks(isolated, pipeline="local", overrides=_overrides(embedder), via="gateway")
     s = report.summary()
     assert report.passed, (report.leaks, report.controls_failed, report.errors)
     assert s["probes"] >= 30 and s["leaks"] == 0 and s["filter_breaches"] == 0
     assert s["controls"] == 10 and s["controls_failed"] == 0  # every canary was reachable by its owner
+    assert s["via"] == "gateway" and all(r.probe.id and r.error is None for r in report.results)
     assert set(s["by_kind"]) >= {"direct", "cross-group", "cross-tenant", "private", "injection", "revoked"}
     print(f"leak suite: {s['probes']} probes in {s['elapsed_s']}s")
 
@@ -62,6 +63,7 @@ async def test_suite_catches_the_leak_with_both_checks_off(isolated, embedder, m
         isolated,
         pipeline="local",
         overrides=_overrides(embedder, retrieval={"acl_in_search": False}, gen={"second_check": False}),
+        via="gateway",
     )
     s = report.summary()
     assert not report.passed and s["leaks"] > 0
