@@ -209,8 +209,10 @@ async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> boo
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
-        groups = [group_id(settings.kafka, n) for n in SERVING]
-        described = await asyncio.wait_for(admin.describe_consumer_groups(groups), timeout_s)
+        described = []
+        for n in SERVING:  # one group per call: aiokafka misreads a multi-group DescribeGroups answer
+            gid = group_id(settings.kafka, n)
+            described += await asyncio.wait_for(admin.describe_consumer_groups([gid]), timeout_s)
     except Exception:
         return False
     finally:
@@ -220,15 +222,15 @@ async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> boo
     live: set[str] = set()
     for resp in described:
         for g in resp.groups:
-            group_id, members = g[1], g[5]
+            gid, members = g[1], g[5]
             for m in members:
                 try:
                     assignment = MemberAssignment.decode(m[4])
                 except Exception:
                     continue
                 topics = {t for t, _ in assignment.assignment}
-                if wanted.get(group_id) in topics:
-                    live.add(group_id)
+                if wanted.get(gid) in topics:
+                    live.add(gid)
     return all(g in live for g in wanted)
 
 

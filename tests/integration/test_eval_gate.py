@@ -3,6 +3,7 @@ chunking policy that drops most of the text. Queries go through the pipeline as 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,23 @@ async def test_gate_fails_on_a_degraded_chunking_policy(isolated, embedder, tmp_
     assert result.metrics["unauthorized_document_rate"] == 0.0  # worse answers, still no leak
     paths = write_run(result.to_json(), root=tmp_path)
     assert "FAILED" in paths["markdown"].read_text()
+
+
+async def test_gate_uses_deployed_consumers_when_they_run(isolated, embedder) -> None:
+    """What the promotion gate does: consumers run elsewhere, `auto` finds them and only asks."""
+    from evals.asking import serving_is_deployed
+    from ragstream.runtime.pipeline import LocalPipeline
+
+    assert not await serving_is_deployed(isolated)
+    async with LocalPipeline(isolated, overrides=_overrides(embedder)):
+        for _ in range(50):  # the groups settle after their first rebalance
+            if await serving_is_deployed(isolated):
+                break
+            await asyncio.sleep(0.5)
+        assert await serving_is_deployed(isolated)
+        result = await run_set(isolated, DEMO, generation=isolated.index.generation)
+    assert result.config["pipeline"] == "external" and not result.config["prompt_captured"]
+    assert result.passed, result.failures
+    # Without a captured prompt, citations are checked against the answer's context chunk ids.
+    assert result.metrics["citation_in_prompt_rate"] == 1.0
+    assert {q["generation"] for q in result.questions} == {isolated.index.generation}
