@@ -182,6 +182,8 @@ class TelemetrySettings(BaseModel):
     model_config = _FROZEN
     service_name: str = "ragstream"
     otlp_endpoint: str | None = None
+    # Eval Jobs push their results here (short-lived processes are not scraped).
+    pushgateway_url: str | None = None
     metrics_port: int = 0
 
 

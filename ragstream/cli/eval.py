@@ -127,12 +127,30 @@ def run_cmd(
     payload = result.to_json()
     paths = write_run(payload, out_dir=out)
     payload["reports"] = {k: str(v) for k, v in paths.items()}
+    _export(payload["set"], generation, result.metrics, payload.get("diff"))
     if json_out:
         summary = {k: v for k, v in payload.items() if k != "questions"}
         emit_json(summary)
     else:
         _print_run(payload)
     raise typer.Exit(0 if result.passed else 1)
+
+
+def _export(
+    set_name: str, generation: str | None, metrics: dict, diff: dict | None, leaks: int | None = None
+) -> None:
+    """Push the run's series to the Pushgateway when one is configured (a failed push never fails the run)."""
+    from evals.export import baseline_of, push, results_registry
+    from ragstream.cli.common import settings
+
+    url = settings().telemetry.pushgateway_url
+    if not url:
+        return
+    reg = results_registry(set_name, generation, metrics, baseline=baseline_of(diff), leaks=leaks)
+    try:
+        push(url, set_name, reg)
+    except OSError as exc:
+        err.print(f"[yellow]could not push eval metrics to {url}: {exc}[/yellow]")
 
 
 def _print_run(payload: dict) -> None:
@@ -290,6 +308,7 @@ def leaks_cmd(
             )
         )
     summary = report.summary()
+    _export("leak-suite", generation, {"probes": summary["probes"]}, None, leaks=summary["leaks"])
     table = Table(
         "kind",
         "probes",
