@@ -155,7 +155,9 @@ class WeaviateStore:
         if tenant in self._tenants:
             return
         with self._lock:
-            for name in (self.chunks_name, self.documents_name):
+            # Documents first: `has_tenant` looks at the chunks collection, so a reader that sees the
+            # tenant there can always read its document states too.
+            for name in (self.documents_name, self.chunks_name):
                 coll = self.client.collections.use(name)
                 existing = coll.tenants.get_by_names([tenant])
                 if tenant not in existing:

@@ -31,6 +31,9 @@ def _env(home: Path) -> dict[str, str]:
             "RAGSTREAM_STACK__WEAVIATE_RAFT_PORT": "28300",
             "RAGSTREAM_STACK__WEAVIATE_RAFT_INTERNAL_RPC_PORT": "28301",
             "RAGSTREAM_STACK__KAFKA_HEAP": "-Xms128m -Xmx384m",
+            # Kafka and Weaviate only: the shared stack's model server keeps its port.
+            "RAGSTREAM_LLM__LOCAL_MODEL": "none",
+            "RAGSTREAM_LLM__LOCAL_PORT": "28090",
         }
     )
     return env
