@@ -78,8 +78,13 @@ async def publish_folder(
             "published": changes.total,
         }
         if watcher:
-            lat: list[float] = []
-            receipts = await watcher.wait_for(sent, timeout_s, lambda _r, dt: lat.append(dt))
+            receipts = await watcher.wait_for(sent, timeout_s)
+            # Publish -> indexed from the events' own timestamps, not from when this loop read the receipt.
+            lat = [
+                (r.occurred_at - r.source_occurred_at).total_seconds()
+                for r in receipts.values()
+                if r.source_occurred_at is not None
+            ]
             result.update(
                 {
                     "searchable": len(receipts),
