@@ -111,3 +111,13 @@ def embedder():
     from ragstream.adapters.embedder import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(Settings().embedding)
+
+
+@pytest.fixture
+def isolated(settings: Settings, unique: str) -> Iterator[Settings]:
+    """Settings with their own topics and index generation; the generation's collections are dropped after."""
+    from tests.support.pipeline import drop_index, isolated_pipeline_settings
+
+    s = isolated_pipeline_settings(settings, unique)
+    yield s
+    drop_index(s)

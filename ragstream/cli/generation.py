@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -32,7 +32,7 @@ def _client() -> Any:
     return connect(settings().weaviate)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[red]{message}[/]")
     raise typer.Exit(1)
 
@@ -89,20 +89,12 @@ def plan(
 ) -> None:
     """Dry run of a rebuild: documents, chunks, tokens, time, cost and storage per tenant (writes nothing)."""
     from ragstream.core.tokenizer import HFTokenizer
-    from ragstream.generations.models import embedder_for, policy_from
     from ragstream.generations.plan import plan_rebuild
 
     s = settings()
-    policy = policy_from(
-        s,
-        max_tokens=chunk_max_tokens,
-        overlap_tokens=chunk_overlap_tokens,
-        max_chunks_per_document=max_chunks_per_document,
+    policy, embedder = _candidate(
+        s, embedding_model, embedding_path, chunk_max_tokens, chunk_overlap_tokens, max_chunks_per_document
     )
-    try:
-        embedder = embedder_for(s, embedding_model, path=embedding_path)
-    except ValueError as exc:
-        _fail(str(exc))
     result = asyncio.run(plan_rebuild(s, policy, HFTokenizer(), embedder)).to_json()
     if json_out:
         emit_json(result)
@@ -126,6 +118,29 @@ def plan(
     )
 
 
+def _candidate(
+    s: Any,
+    embedding_model: str | None,
+    embedding_path: str | None,
+    max_tokens: int | None,
+    overlap_tokens: int | None,
+    max_chunks_per_document: int | None,
+) -> tuple[Any, Any]:
+    """The candidate's chunking policy and embedder from the CLI options (exit 1 on a bad model)."""
+    from ragstream.generations.models import embedder_for, policy_from
+
+    policy = policy_from(
+        s,
+        max_tokens=max_tokens,
+        overlap_tokens=overlap_tokens,
+        max_chunks_per_document=max_chunks_per_document,
+    )
+    try:
+        return policy, embedder_for(s, embedding_model, path=embedding_path)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def build(
     name: str | None = typer.Option(None, help="Generation name (default: content-addressed g<id>)"),
@@ -141,20 +156,13 @@ def build(
     """Replay the compacted source topic into a new generation beside the live one; ready at lag zero."""
     from ragstream.core.tokenizer import HFTokenizer
     from ragstream.generations.build import start_build
-    from ragstream.generations.models import embedder_for, policy_from
+    from ragstream.generations.models import embedder_for
     from ragstream.generations.registry import Registry
 
     s = settings()
-    policy = policy_from(
-        s,
-        max_tokens=chunk_max_tokens,
-        overlap_tokens=chunk_overlap_tokens,
-        max_chunks_per_document=max_chunks_per_document,
+    policy, embedder = _candidate(
+        s, embedding_model, embedding_path, chunk_max_tokens, chunk_overlap_tokens, max_chunks_per_document
     )
-    try:
-        embedder = embedder_for(s, embedding_model, path=embedding_path)
-    except ValueError as exc:
-        _fail(str(exc))
     live_embedder = embedder if embedding_model is None else None
 
     async def run() -> dict[str, Any]:

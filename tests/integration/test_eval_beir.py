@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 from evals.beir_eval import MODES, evaluate_beir
-from ragstream.adapters.weaviate_client import connect
-from tests.support.pipeline import isolated_pipeline_settings
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +45,6 @@ def write_beir(root: Path) -> Path:
     rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{doc}\t1" for q, (_, doc) in QUERIES.items()]
     (d / "qrels" / "test.tsv").write_text("\r\n".join(rows) + "\r\n")
     return d
-
-
-@pytest.fixture
-def isolated(settings, unique):
-    s = isolated_pipeline_settings(settings, unique)
-    yield s
-    client = connect(s.weaviate)
-    try:
-        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
-            client.collections.delete(name)
-    finally:
-        client.close()
 
 
 async def test_beir_ingests_once_and_scores_every_mode(isolated, tmp_path) -> None:

@@ -11,26 +11,12 @@ import pytest
 from evals.report import write_run
 from evals.runner import run_set
 from ragstream.adapters.llm import ExtractiveStub
-from ragstream.adapters.weaviate_client import connect
 from ragstream.core.chunk import ChunkingPolicy
-from tests.support.pipeline import isolated_pipeline_settings
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "evals" / "sets" / "demo.yaml"
 # Keeps only the first few words of every document (see ragstream/core/chunk.py).
 DEGRADED = ChunkingPolicy(max_chunks_per_document=1, max_tokens=16)
-
-
-@pytest.fixture
-def isolated(settings, unique):
-    s = isolated_pipeline_settings(settings, unique)
-    yield s
-    client = connect(s.weaviate)
-    try:
-        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
-            client.collections.delete(name)
-    finally:
-        client.close()
 
 
 def _overrides(embedder, **extra: dict) -> dict:

@@ -8,22 +8,8 @@ import pytest
 from consumers.serving import generation
 from evals.leaks import run_leaks
 from ragstream.adapters.llm import ExtractiveStub
-from ragstream.adapters.weaviate_client import connect
-from tests.support.pipeline import isolated_pipeline_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def isolated(settings, unique):
-    s = isolated_pipeline_settings(settings, unique)
-    yield s
-    client = connect(s.weaviate)
-    try:
-        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
-            client.collections.delete(name)
-    finally:
-        client.close()
 
 
 def _overrides(embedder, retrieval: dict | None = None, gen: dict | None = None) -> dict:

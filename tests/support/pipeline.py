@@ -22,6 +22,17 @@ def isolated_pipeline_settings(settings: Settings, unique: str, **changes: Any) 
     return isolated(settings, unique, partitions=2, index=index, **changes)
 
 
+def drop_index(settings: Settings) -> None:
+    """Delete the per-test generation's chunk and document-state collections."""
+    index = settings.index
+    client = connect(settings.weaviate)
+    try:
+        for name in (index.chunks_collection, f"{index.documents_collection}_{index.generation}"):
+            client.collections.delete(name)
+    finally:
+        client.close()
+
+
 class Harness:
     def __init__(
         self,
@@ -48,8 +59,7 @@ class Harness:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.pipeline.stop()
-        for name in (self.store.chunks_name, self.store.documents_name):
-            self.client.collections.delete(name)
+        drop_index(self.settings)
         self.client.close()
 
     async def publish(
