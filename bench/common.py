@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from ragstream.adapters.weaviate_client import connect
+from ragstream.runtime.kafka_admin import drop_namespace
 from ragstream.settings import Settings
 
 
@@ -20,3 +22,14 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     v = sorted(values)
     return v[min(len(v) - 1, round(q * (len(v) - 1)))]
+
+
+async def cleanup(s: Settings, *extra_prefixes: str) -> None:
+    """Drop what an isolated run created: its index generation's collections and its topics."""
+    client = connect(s.weaviate)
+    try:
+        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
+            client.collections.delete(name)
+    finally:
+        client.close()
+    await drop_namespace(s.kafka, *extra_prefixes)

@@ -29,7 +29,7 @@ class KafkaQueryPublisher:
     """The idempotent, acks=all runtime producer, carrying trace context in headers."""
 
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(settings)
+        self._producer = Producer(settings, QUERIES_REQUESTED.compression)
 
     async def start(self) -> None:
         await self._producer.start()

@@ -84,6 +84,19 @@ def _from_local_stack() -> Services:
     return Services(s.kafka, s.weaviate, "local-stack")
 
 
+def _drop_test_topics(kafka: KafkaSettings) -> None:
+    """Every topic namespace this session's tests made (tests.support.kafka.isolated): a shared broker
+    would otherwise collect thousands of test topics over many runs, and slow down."""
+    import asyncio
+
+    from ragstream.runtime.kafka_admin import drop_namespace
+    from tests.support.kafka import ISSUED_PREFIXES
+
+    if ISSUED_PREFIXES:
+        first, *rest = ISSUED_PREFIXES
+        asyncio.run(drop_namespace(kafka.model_copy(update={"topic_prefix": first}), *rest))
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     containers: list[Any] = []
@@ -91,6 +104,7 @@ def services() -> Iterator[Services]:
     if found is None:
         found = _from_testcontainers(containers) if _docker_answers() else _from_local_stack()
     yield found
+    _drop_test_topics(found.kafka)
     for c in reversed(containers):
         c.stop()
 

@@ -5,13 +5,16 @@ Out: ragstream.ingest.receipts.v1 (DocumentIndexed | DocumentDeleted)
 Group: ragstream.embedder. Ack: commit only after Weaviate acknowledged every write of the batch and
 the receipts were acknowledged. Idempotency: chunk ids are deterministic, writes are upserts by id, and
 the per-document state makes unchanged content (same hash, policy, model) a no-op.
-Batched across documents: one embedding call per poll. Weaviate errors are transient: retried, never skipped.
+Batched across documents: a poll's chunks are encoded in groups of at least one encode batch, one group
+ahead of the Weaviate writes (which overlap the next group's encoding). Weaviate errors are transient:
+retried, never skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -213,7 +216,7 @@ class Indexer:
         )
 
     def embed_batch(self, events: list[DocumentChunked]) -> list[np.ndarray | None]:
-        """One embedding call for every chunk in the poll that may need writing."""
+        """One embedding call for every chunk of these documents."""
         texts: list[str] = []
         spans: list[tuple[int, int]] = []
         for ev in events:
@@ -242,27 +245,58 @@ def _unchanged_filter(indexer: Indexer, events: list[DocumentChunked]) -> list[D
     return out
 
 
+def encode_groups(events: list[DocumentChunked], min_chunks: int) -> list[list[DocumentChunked]]:
+    """Consecutive documents in groups of at least `min_chunks` chunks (one encode call each)."""
+    groups: list[list[DocumentChunked]] = []
+    current: list[DocumentChunked] = []
+    size = 0
+    for ev in events:
+        current.append(ev)
+        size += len(ev.chunks)
+        if size >= min_chunks:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
 def apply_batch(
-    indexer: Indexer, events: list[object], contexts: list[otel_context.Context] | None = None
+    indexer: Indexer,
+    events: list[object],
+    contexts: list[otel_context.Context] | None = None,
+    group_chunks: int | None = None,
 ) -> list[DocumentIndexed | DocumentDeleted]:
+    """Apply a poll's events in order. Encoding runs one group ahead on its own thread, so Weaviate
+    writes of group k overlap the encoding of group k+1; effects stay in event order (one writer)."""
     chunked = [e for e in events if isinstance(e, DocumentChunked)]
     to_embed = _unchanged_filter(indexer, chunked)
-    vectors = dict(zip((id(e) for e in to_embed), indexer.embed_batch(to_embed), strict=True))
+    pending: dict[int, tuple[Future[list[np.ndarray | None]], int]] = {}
     receipts: list[DocumentIndexed | DocumentDeleted] = []
-    for i, ev in enumerate(events):
-        # One `index` span per document, under that document's `embed` span (one trace per change).
-        ctx = contexts[i] if contexts else otel_context.get_current()
-        with tracer.start_as_current_span("index", context=ctx) as span:
-            r: DocumentIndexed | DocumentDeleted | None = None
-            if isinstance(ev, DocumentChunked):
-                r = indexer.upsert(ev, vectors.get(id(ev)))
-            elif isinstance(ev, DocumentRemoved):
-                r = indexer.remove(ev)
-            elif isinstance(ev, AclChanged):
-                r = indexer.acl(ev)
-            if r is not None:
-                receipts.append(r)
-                span.set_attributes(_receipt_attributes(r))
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+    try:
+        # A single worker runs the groups in submission order: always the next one the writes need.
+        size = group_chunks or getattr(indexer.embedder, "batch_size", 64)
+        for group in encode_groups(to_embed, size):
+            fut = pool.submit(indexer.embed_batch, group)
+            pending.update({id(ev): (fut, i) for i, ev in enumerate(group)})
+        for i, ev in enumerate(events):
+            # One `index` span per document, under that document's `embed` span (one trace per change).
+            ctx = contexts[i] if contexts else otel_context.get_current()
+            with tracer.start_as_current_span("index", context=ctx) as span:
+                r: DocumentIndexed | DocumentDeleted | None = None
+                if isinstance(ev, DocumentChunked):
+                    slot = pending.get(id(ev))
+                    r = indexer.upsert(ev, slot[0].result()[slot[1]] if slot else None)
+                elif isinstance(ev, DocumentRemoved):
+                    r = indexer.remove(ev)
+                elif isinstance(ev, AclChanged):
+                    r = indexer.acl(ev)
+                if r is not None:
+                    receipts.append(r)
+                    span.set_attributes(_receipt_attributes(r))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed write abandons the encodes not started
     return receipts
 
 

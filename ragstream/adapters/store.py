@@ -10,6 +10,7 @@ version at a time. All calls are synchronous (weaviate-client v4); workers call 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -126,6 +127,8 @@ class WeaviateStore:
         self.chunks_name = chunks
         self.documents_name = documents
         self._tenants: set[str] = set()
+        # Readers' positive tenant lookups (monotonic time seen): two REST calls per query otherwise.
+        self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # --- schema and tenants -------------------------------------------------------------------------
@@ -164,12 +167,17 @@ class WeaviateStore:
                     coll.tenants.create([Tenant(name=tenant, activity_status=TenantActivityStatus.ACTIVE)])
             self._tenants.add(tenant)
 
-    def has_tenant(self, tenant: str) -> bool:
-        if tenant in self._tenants:
+    def has_tenant(self, tenant: str, ttl_s: float = 10.0) -> bool:
+        """Whether the tenant's shard exists. A positive answer is reused for `ttl_s` (tenants are
+        created once and rarely removed); a negative one never is, so a new tenant is found at once."""
+        if tenant in self._tenants or time.monotonic() - self._seen.get(tenant, -1e9) < ttl_s:
             return True
         if not self.client.collections.exists(self.chunks_name):
             return False
-        return tenant in self.client.collections.use(self.chunks_name).tenants.get_by_names([tenant])
+        found = tenant in self.client.collections.use(self.chunks_name).tenants.get_by_names([tenant])
+        if found:
+            self._seen[tenant] = time.monotonic()
+        return found
 
     def chunks(self, tenant: str) -> Collection[Any, Any]:
         return self.client.collections.use(self.chunks_name).with_tenant(tenant)

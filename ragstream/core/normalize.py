@@ -165,30 +165,38 @@ class _Builder:
 
 _HTML_DROP = ("script", "style", "noscript", "nav", "footer", "header", "aside", "form", "template", "svg")
 _BLOCKS = ("p", "li", "pre", "blockquote", "td", "th", "dt", "dd", "figcaption", "caption")
+_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+_WANTED = frozenset((*_HEADINGS, *_BLOCKS))
+_DROP_SET = frozenset(_HTML_DROP)
+_BLOCK_SET = frozenset(_BLOCKS)
 
 
 def _html(raw: bytes) -> tuple[str, tuple[Section, ...]]:
     import warnings
 
-    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+    from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
     text = decode_text(raw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # XHTML pages parse fine as HTML
         soup = BeautifulSoup(text, "lxml")
-    for tag in soup(list(_HTML_DROP)):
+    for tag in [t for t in soup.descendants if isinstance(t, Tag) and t.name in _DROP_SET]:
         tag.decompose()
     title = clean(soup.title.get_text(" ")) if soup.title else ""
     body = soup.body or soup
     b = _Builder()
-    for el in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_BLOCKS]):
-        if el.name[0] == "h" and el.name[1:].isdigit():
+    # Plain name checks over the tree, in document order: bs4's find_all/find_parent filters cost more
+    # than the parse itself on large pages (same elements, same order).
+    for el in body.descendants:
+        if not isinstance(el, Tag) or el.name not in _WANTED:
+            continue
+        if el.name in _HEADINGS:
             b.heading(int(el.name[1]), el.get_text(" "))
             if not title and el.name == "h1":
                 title = clean(el.get_text(" "))
         elif el.name == "pre":
             b.para(el.get_text("\n"))
-        elif not el.find_parent(_BLOCKS):  # nested blocks are read once, by their outermost block
+        elif not any(p.name in _BLOCK_SET for p in el.parents):  # nested: read once, by the outermost
             b.para(" ".join(el.get_text(" ").split()))
     sections = b.done()
     if not sections:

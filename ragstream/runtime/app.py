@@ -14,7 +14,7 @@ from ragstream.runtime.kafka_admin import ensure_topics
 from ragstream.runtime.worker import Handler, Producer, Worker
 from ragstream.settings import Settings
 from ragstream.telemetry import setup_tracing
-from schemas.topics import CONSUMERS
+from schemas.topics import CONSUMERS, output_compression
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def run_worker(
         settings.telemetry.model_copy(update={"service_name": f"{settings.telemetry.service_name}-{name}"})
     )
     await ensure_topics(settings.kafka)
-    producer = Producer(settings)
+    producer = Producer(settings, output_compression(name))
     handler, extras = build(name, settings, producer, **overrides)
     worker = Worker(
         spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max, producer=producer

@@ -15,7 +15,7 @@ from ragstream.runtime.app import build
 from ragstream.runtime.kafka_admin import ensure_topics, group_id
 from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
-from schemas.topics import CONSUMERS
+from schemas.topics import CONSUMERS, output_compression
 
 INGESTION = ("normalizer", "chunker", "embedder")
 SERVING = ("retrieval", "rerank", "generation")
@@ -49,7 +49,7 @@ class LocalPipeline:
                 self.settings.embedding, self.settings.index.embedding_batch_size
             )
         for name in self.names:
-            producer = Producer(self.settings)
+            producer = Producer(self.settings, output_compression(name))
             opts = {**shared, **self.overrides.get("*", {}), **self.overrides.get(name, {})}
             handler, extras = await asyncio.to_thread(build, name, self.settings, producer, **opts)
             self._extras.append(extras)

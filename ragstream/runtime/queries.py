@@ -28,7 +28,7 @@ class QueryClient:
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
-        self.producer = Producer(settings)
+        self.producer = Producer(settings, QUERIES_REQUESTED.compression)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
         )

@@ -35,7 +35,7 @@ from ragstream.telemetry import STAGE_SPANS
 from schemas.dlq import DeadLetter
 from schemas.envelope import utcnow
 from schemas.errors import EventDecodeError, decode
-from schemas.topics import TOPICS, ConsumerSpec
+from schemas.topics import TOPICS, ConsumerSpec, output_compression
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream.worker")
@@ -95,7 +95,7 @@ def event_key(event: Any) -> bytes:
 class Producer:
     """Idempotent, acks=all producer that carries trace context in headers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, compression: str | None = "zstd") -> None:
         self.prefix = settings.kafka.topic_prefix
         self._p = AIOKafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -103,7 +103,7 @@ class Producer:
             acks="all",
             enable_idempotence=True,
             max_request_size=settings.kafka.max_message_bytes,
-            compression_type="gzip",
+            compression_type=compression,
             linger_ms=settings.kafka.linger_ms,
         )
         # Sent but not yet acknowledged (streamed deltas); every waiting send also waits for these.
@@ -169,7 +169,7 @@ class Worker:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s
-        self.producer = producer or Producer(settings)
+        self.producer = producer or Producer(settings, output_compression(spec.name))
         self.consumer = AIOKafkaConsumer(
             settings.kafka.topic_prefix + spec.topic,
             bootstrap_servers=settings.kafka.bootstrap_servers,

@@ -142,6 +142,8 @@ class KafkaService:
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
+                # Offset commits are on every consumer's poll loop; the 4.x default (5 ms) batches them.
+                "group.coordinator.append.linger.ms=0",
                 "auto.create.topics.enable=false",
                 "message.max.bytes=16000000",
                 "log.cleaner.min.compaction.lag.ms=0",

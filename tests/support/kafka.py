@@ -9,9 +9,13 @@ from aiokafka import AIOKafkaConsumer
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics, partitions_of
 from ragstream.settings import KafkaSettings, Settings
 
+# Topic prefixes handed out in this test session; the session drops their topics at the end.
+ISSUED_PREFIXES: list[str] = []
+
 
 def isolated(settings: Settings, unique: str, partitions: int = 2, **changes: object) -> Settings:
     """The same services under a fresh topic prefix: this test's topics are its own."""
+    ISSUED_PREFIXES.append(f"t{unique}.")
     kafka = settings.kafka.model_copy(
         update={"topic_prefix": f"t{unique}.", "default_partitions": partitions}
     )
