@@ -165,10 +165,9 @@ CONSUMERS: dict[str, ConsumerSpec] = {
 }
 
 
-def output_compression(consumer: str) -> str | None:
-    """Compression for consumer `consumer`'s producer: that of the topic it writes."""
-    out = CONSUMERS[consumer].output
-    return TOPICS[out].compression if out else TOPICS[CONSUMERS[consumer].topic].compression
+def output_compression(consumer: ConsumerSpec) -> str | None:
+    """Compression for a consumer's producer: that of the topic it writes (else the one it reads)."""
+    return TOPICS[consumer.output or consumer.topic].compression
 
 
 def dlq_topics() -> list[str]:

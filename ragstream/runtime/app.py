@@ -73,7 +73,7 @@ async def run_worker(
         settings.telemetry.model_copy(update={"service_name": f"{settings.telemetry.service_name}-{name}"})
     )
     await ensure_topics(settings.kafka)
-    producer = Producer(settings, output_compression(name))
+    producer = Producer(settings, output_compression(CONSUMERS[name]))
     handler, extras = build(name, settings, producer, **overrides)
     worker = Worker(
         spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max, producer=producer

@@ -49,7 +49,7 @@ class LocalPipeline:
                 self.settings.embedding, self.settings.index.embedding_batch_size
             )
         for name in self.names:
-            producer = Producer(self.settings, output_compression(name))
+            producer = Producer(self.settings, output_compression(CONSUMERS[name]))
             opts = {**shared, **self.overrides.get("*", {}), **self.overrides.get(name, {})}
             handler, extras = await asyncio.to_thread(build, name, self.settings, producer, **opts)
             self._extras.append(extras)

@@ -169,7 +169,7 @@ class Worker:
         self.max_batch = max_batch
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s
-        self.producer = producer or Producer(settings, output_compression(spec.name))
+        self.producer = producer or Producer(settings, output_compression(spec))
         self.consumer = AIOKafkaConsumer(
             settings.kafka.topic_prefix + spec.topic,
             bootstrap_servers=settings.kafka.bootstrap_servers,
