@@ -6,6 +6,8 @@
    AnswerHub). Overhead = event - in-process, paired per question (in-process once before and once after
    the event path, averaged); p50/p95. Target p95 <= 25 ms. Also `transport`: event total minus the stage
    times the workers measured for that same query (no second sample, so no stage noise in it).
+   `--topology processes` (default) runs the retrieval, rerank and generation consumers each in its own
+   process, as their Deployments run; `one-process` hosts them all in this process's event loop.
    Also the full HTTP path (POST /v1/answer through an in-process gateway) for reference.
 2. Time to first token with the local model server (when it answers at `llm.base_url`): a serving pipeline
    with the OpenAI-compatible client, questions streamed through the gateway (SSE); client-side TTFT and
@@ -18,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import time
 import uuid
 from datetime import timedelta
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,8 @@ from gateway.server import serve_in_process
 from producers.folder_publish import publish_folder
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
 from ragstream.adapters.llm import ExtractiveStub
-from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
+from ragstream.runtime.app import build, run_worker
+from ragstream.runtime.kafka_admin import desired_topics, ensure_topics, group_id
 from ragstream.runtime.pipeline import INGESTION, SERVING, LocalPipeline
 from ragstream.runtime.worker import Outbound, Producer
 from ragstream.settings import Settings
@@ -76,9 +81,8 @@ async def _no_send(_items: list[Outbound]) -> None:
     return None
 
 
-async def in_process(pipeline: LocalPipeline, ev: QueryRequested) -> float:
+async def in_process(c: dict[str, Any], ev: QueryRequested) -> float:
     """The three stages called directly, as their handlers call them, without Kafka (ms)."""
-    c = pipeline.components
     t0 = time.perf_counter()
     retrieved = await asyncio.to_thread(c["retrieval"].retrieve, ev)
     reranked = await asyncio.to_thread(c["rerank"].rerank, retrieved)
@@ -90,10 +94,12 @@ async def in_process(pipeline: LocalPipeline, ev: QueryRequested) -> float:
 STAGES = ("retrieval", "rerank", "prompt", "generation")
 
 
-async def event_path(producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested) -> dict[str, float]:
+async def event_path(
+    producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested, deadline_s: int = 60
+) -> dict[str, float]:
     """Publish QueryRequested, wait until the hub holds its final: total, stage sum, streaming tail (ms)."""
     qid = ev.query.query_id
-    hub.register(qid, USER, "interactive", 60)
+    hub.register(qid, USER, "interactive", deadline_s)
     t0 = time.perf_counter()
     await producer.send(QUERIES_REQUESTED.name, ev, qid.encode())
     rec = hub.records[qid]
@@ -108,11 +114,13 @@ async def event_path(producer: Producer, hub: KafkaAnswerHub, ev: QueryRequested
     }
 
 
-async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) -> dict[str, Any]:
+async def overhead(s: Settings, stages: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
     producer = Producer(s, QUERIES_REQUESTED.compression)
     hub = KafkaAnswerHub(s)
     await producer.start()
     await hub.start()
+    # Serving: the first answer also waits for the workers to start and join their groups.
+    await event_path(producer, hub, _request(QUESTIONS[0]), deadline_s=300)
     inproc: list[float] = []
     events: list[float] = []
     diffs: list[float] = []
@@ -123,9 +131,9 @@ async def overhead(s: Settings, pipeline: LocalPipeline, n: int, warmup: int) ->
             q = QUESTIONS[i % len(QUESTIONS)]
             # In-process before and after (A-B-A): the baseline is their mean, so a slow or fast stage
             # call on one side weighs half, and drift over the run cancels.
-            a1 = await in_process(pipeline, _request(q))
+            a1 = await in_process(stages, _request(q))
             b = await event_path(producer, hub, _request(q))
-            a2 = await in_process(pipeline, _request(q))
+            a2 = await in_process(stages, _request(q))
             a = (a1 + a2) / 2
             if i >= warmup:
                 inproc.append(a)
@@ -217,7 +225,39 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
     }
 
 
-async def run(n: int, warmup: int, http_n: int, ttft_n: int) -> dict[str, Any]:
+def _serve(name: str, s: Settings, suffix: str) -> None:
+    """One serving consumer in its own process, as its Deployment runs it (stub generator)."""
+    extra: dict[str, Any] = {"llm": ExtractiveStub()} if name == "generation" else {}
+    asyncio.run(run_worker(name, s, group=group_id(s.kafka, name, suffix), **extra))
+
+
+def _start_processes(s: Settings, suffix: str) -> list[BaseProcess]:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve, args=(n, s, suffix), name=f"bench-{n}", daemon=True) for n in SERVING]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def _stop_processes(procs: list[BaseProcess]) -> None:
+    for p in procs:
+        p.terminate()  # SIGTERM: the worker finishes its batch and leaves its group
+    for p in procs:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+
+
+def _stages(s: Settings, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The serving stages built in this process, for the in-process side of the comparison."""
+    out = {}
+    for name in SERVING:
+        _, extras = build(name, s, Producer(s), **{**overrides["*"], **overrides.get(name, {})})
+        out[name] = extras["component"]
+    return out
+
+
+async def run(n: int, warmup: int, http_n: int, ttft_n: int, topology: str) -> dict[str, Any]:
     s = isolated_settings()
     await ensure_topics(s.kafka, desired_topics(s.kafka))
     embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
@@ -225,21 +265,29 @@ async def run(n: int, warmup: int, http_n: int, ttft_n: int) -> dict[str, Any]:
         "*": {"embedder": embedder},
         "generation": {"llm": ExtractiveStub()},
     }
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"topology": topology}
     # Own consumer groups: shared group ids would rebalance whenever another process joins or leaves them.
     suffix = "." + s.kafka.topic_prefix.rstrip(".")
-    pipeline = await LocalPipeline(s, INGESTION + SERVING, overrides, group_suffix=suffix).start()
+    procs: list[BaseProcess] = []
+    in_loop = INGESTION + SERVING if topology == "one-process" else INGESTION
+    pipeline = await LocalPipeline(s, in_loop, overrides, group_suffix=suffix).start()
     try:
+        if topology == "one-process":
+            stages = pipeline.components
+        else:  # as deployed: each serving consumer its own process; this one publishes and measures
+            stages = _stages(s, overrides)
+            procs = _start_processes(s, suffix)
         state = Path(f"/tmp/ragstream-bench-{uuid.uuid4().hex[:8]}")
         pub = await publish_folder(
             s, CORPUS, TENANT, Acl(groups=("everyone",)), wait=True, timeout_s=300, state_dir=state
         )
         result["corpus"] = pub
-        result.update(await overhead(s, pipeline, n, warmup))
+        result.update(await overhead(s, stages, n, warmup))
         if http_n:
             result.update(await http_path(s, http_n, suffix))
     finally:
         await pipeline.stop()
+        _stop_processes(procs)
     try:
         if ttft_n and llm_up(s):
             result.update(await ttft(s, embedder, ttft_n, suffix + ".ttft"))
@@ -257,8 +305,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--http-queries", type=int, default=20)
     ap.add_argument("--ttft-queries", type=int, default=3)
+    ap.add_argument(
+        "--topology",
+        choices=("processes", "one-process"),
+        default="processes",
+        help="serving consumers as separate processes (as deployed) or all in this process",
+    )
     args = ap.parse_args()
-    result = asyncio.run(run(args.queries, args.warmup, args.http_queries, args.ttft_queries))
+    result = asyncio.run(run(args.queries, args.warmup, args.http_queries, args.ttft_queries, args.topology))
     print(json.dumps(result, default=str))
 
 
