@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from ragstream.adapters.weaviate_client import connect
-from ragstream.runtime.kafka_admin import drop_namespace
+from ragstream.adapters.store import drop_index
+from ragstream.runtime.kafka_admin import drop_topics
 from ragstream.settings import Settings
 
 
@@ -24,12 +24,7 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, round(q * (len(v) - 1)))]
 
 
-async def cleanup(s: Settings, *extra_prefixes: str) -> None:
+async def cleanup(s: Settings) -> None:
     """Drop what an isolated run created: its index generation's collections and its topics."""
-    client = connect(s.weaviate)
-    try:
-        for name in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
-            client.collections.delete(name)
-    finally:
-        client.close()
-    await drop_namespace(s.kafka, *extra_prefixes)
+    drop_index(s)
+    await drop_topics(s.kafka, [s.kafka.topic_prefix])

@@ -48,7 +48,7 @@ from ragstream.settings import Settings
 from schemas.envelope import utcnow
 from schemas.ingestion import Acl
 from schemas.serving import QueryAnswered, QueryRequested, QuerySpec
-from schemas.topics import QUERIES_REQUESTED
+from schemas.topics import CONSUMERS, QUERIES_REQUESTED, output_compression
 
 CORPUS = Path(__file__).resolve().parents[1] / "samples" / "demo-corpus"
 TENANT = "bench"
@@ -252,7 +252,8 @@ def _stages(s: Settings, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]
     """The serving stages built in this process, for the in-process side of the comparison."""
     out = {}
     for name in SERVING:
-        _, extras = build(name, s, Producer(s), **{**overrides["*"], **overrides.get(name, {})})
+        producer = Producer(s, output_compression(CONSUMERS[name]))
+        _, extras = build(name, s, producer, **{**overrides["*"], **overrides.get(name, {})})
         out[name] = extras["component"]
     return out
 

@@ -42,7 +42,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import isolated_settings
+from bench.common import cleanup, isolated_settings
 from producers.publisher import DocumentPublisher
 from ragstream.runtime.app import build
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
@@ -50,7 +50,7 @@ from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
 from schemas.serving import Caller, QueryRequested, QuerySpec
-from schemas.topics import CONSUMERS
+from schemas.topics import CONSUMERS, QUERIES_REQUESTED, output_compression
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "deploy" / "helm" / "ragstream" / "values.yaml"
@@ -221,7 +221,7 @@ async def run_stage(
     group = f"{spec.group}.{settings.kafka.topic_prefix.rstrip('.')}"  # never join a shared group
     res = StageResult(name, scaling)
     t = time.perf_counter()
-    producer = Producer(settings)
+    producer = Producer(settings, output_compression(spec))
     handler, extras = await asyncio.to_thread(build, name, settings, producer, **overrides)
     worker = Worker(spec, handler, settings, group=group, max_batch=max_batch, producer=producer)
     res.build_s = time.perf_counter() - t
@@ -315,7 +315,7 @@ async def publish_documents(settings: Settings, tenant: str, docs: list[tuple[st
 
 
 async def publish_queries(settings: Settings, tenant: str, docs: list[tuple[str, str]], n: int) -> None:
-    producer = Producer(settings)
+    producer = Producer(settings, QUERIES_REQUESTED.compression)
     await producer.start()
     try:
         now = datetime.now(UTC)
@@ -414,18 +414,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             skipped["generation"] = f"no OpenAI-compatible server at {s.llm.base_url}"
     finally:
         await probe.stop()
-        from ragstream.adapters.weaviate_client import connect
-
-        client = connect(s.weaviate)
-        for coll in (s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"):
-            with contextlib.suppress(Exception):
-                client.collections.delete(coll)
-        client.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap_servers)
-        await admin.start()
-        with contextlib.suppress(Exception):
-            await admin.delete_topics([t.name for t in desired_topics(s.kafka)])
-        await admin.close()
+        await cleanup(s)
     return {
         "topic_prefix": s.kafka.topic_prefix,
         "partitions": partitions,

@@ -29,7 +29,7 @@ def doc_key(tenant_id: str, document_id: str) -> bytes:
 
 class DocumentPublisher:
     def __init__(self, settings: Settings, producer_name: str = "ragstream.publisher") -> None:
-        self._producer = Producer(settings)
+        self._producer = Producer(settings, SOURCE_CHANGES.compression)
         self.name = producer_name
 
     async def __aenter__(self) -> DocumentPublisher:

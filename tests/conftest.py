@@ -89,12 +89,11 @@ def _drop_test_topics(kafka: KafkaSettings) -> None:
     would otherwise collect thousands of test topics over many runs, and slow down."""
     import asyncio
 
-    from ragstream.runtime.kafka_admin import drop_namespace
+    from ragstream.runtime.kafka_admin import drop_topics
     from tests.support.kafka import ISSUED_PREFIXES
 
     if ISSUED_PREFIXES:
-        first, *rest = ISSUED_PREFIXES
-        asyncio.run(drop_namespace(kafka.model_copy(update={"topic_prefix": first}), *rest))
+        asyncio.run(drop_topics(kafka, ISSUED_PREFIXES))
 
 
 @pytest.fixture(scope="session")

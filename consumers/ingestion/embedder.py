@@ -265,7 +265,6 @@ def apply_batch(
     indexer: Indexer,
     events: list[object],
     contexts: list[otel_context.Context] | None = None,
-    group_chunks: int | None = None,
 ) -> list[DocumentIndexed | DocumentDeleted]:
     """Apply a poll's events in order. Encoding runs one group ahead on its own thread, so Weaviate
     writes of group k overlap the encoding of group k+1; effects stay in event order (one writer)."""
@@ -276,7 +275,7 @@ def apply_batch(
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
     try:
         # A single worker runs the groups in submission order: always the next one the writes need.
-        size = group_chunks or getattr(indexer.embedder, "batch_size", 64)
+        size = getattr(indexer.embedder, "batch_size", 64)  # the embedder's own encode batch
         for group in encode_groups(to_embed, size):
             fut = pool.submit(indexer.embed_batch, group)
             pending.update({id(ev): (fut, i) for i, ev in enumerate(group)})

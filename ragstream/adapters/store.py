@@ -25,6 +25,8 @@ from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.collections import Collection
 
+from ragstream.settings import Settings
+
 NS = uuid.UUID("6f1c3a52-7d0e-4b8e-9a8c-3b2f1d5e7a90")
 MAX_FETCH = 10_000
 
@@ -417,3 +419,17 @@ def search(
             )
         )
     return hits
+
+
+def drop_index(settings: Settings) -> None:
+    """Delete the configured generation's chunk and document-state collections (tests, benchmarks)."""
+    from ragstream.adapters.weaviate_client import connect
+    from ragstream.generations.names import documents_collection
+
+    index = settings.index
+    client = connect(settings.weaviate)
+    try:
+        for name in (index.chunks_collection, documents_collection(index, index.generation)):
+            client.collections.delete(name)
+    finally:
+        client.close()

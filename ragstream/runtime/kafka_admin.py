@@ -76,17 +76,17 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
 
 
-async def drop_namespace(cfg: KafkaSettings, *more_prefixes: str, batch: int = 200) -> int:
-    """Delete every topic under `cfg.topic_prefix` (and any of `more_prefixes`): a test's or benchmark's
-    own namespace. Returns how many. Its consumer groups lose their offsets with the topics and expire
-    as empty groups do. Refuses the empty prefix: that is everything."""
-    prefixes = (cfg.topic_prefix, *more_prefixes)
-    if not all(prefixes):
+async def drop_topics(cfg: KafkaSettings, prefixes: Iterable[str], batch: int = 200) -> int:
+    """Delete every topic under any of `prefixes` (test or benchmark namespaces); returns how many.
+    Their consumer groups lose their offsets with the topics and expire as empty groups do. Refuses an
+    empty prefix: that is everything."""
+    wanted = tuple(prefixes)
+    if not all(wanted):
         raise ValueError("refusing to drop the unprefixed (production) namespace")
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers, client_id=f"{cfg.client_id}-admin")
     await admin.start()
     try:
-        topics = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))
+        topics = sorted(t for t in await admin.list_topics() if t.startswith(wanted))
         for i in range(0, len(topics), batch):
             await admin.delete_topics(topics[i : i + batch])
         return len(topics)

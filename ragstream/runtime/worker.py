@@ -95,7 +95,7 @@ def event_key(event: Any) -> bytes:
 class Producer:
     """Idempotent, acks=all producer that carries trace context in headers."""
 
-    def __init__(self, settings: Settings, compression: str | None = "zstd") -> None:
+    def __init__(self, settings: Settings, compression: str | None) -> None:
         self.prefix = settings.kafka.topic_prefix
         self._p = AIOKafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap_servers,

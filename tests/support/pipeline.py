@@ -9,28 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from producers.folder_publish import publish_folder
-from ragstream.adapters.store import WeaviateStore
+from ragstream.adapters.store import WeaviateStore, drop_index
 from ragstream.adapters.weaviate_client import connect
 from ragstream.runtime.pipeline import LocalPipeline
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
 from tests.support.kafka import create_topics, isolated
 
+__all__ = ["Harness", "drop_index", "eventually", "isolated_pipeline_settings"]
+
 
 def isolated_pipeline_settings(settings: Settings, unique: str, **changes: Any) -> Settings:
     index = settings.index.model_copy(update={"generation": f"t{unique}"})
     return isolated(settings, unique, partitions=2, index=index, **changes)
-
-
-def drop_index(settings: Settings) -> None:
-    """Delete the per-test generation's chunk and document-state collections."""
-    index = settings.index
-    client = connect(settings.weaviate)
-    try:
-        for name in (index.chunks_collection, f"{index.documents_collection}_{index.generation}"):
-            client.collections.delete(name)
-    finally:
-        client.close()
 
 
 class Harness:
