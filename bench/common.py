@@ -7,10 +7,11 @@ import uuid
 from ragstream.adapters.store import drop_index
 from ragstream.runtime.kafka_admin import drop_topics
 from ragstream.settings import Settings
+from ragstream.stack.secrets import load_settings
 
 
 def isolated_settings(base: Settings | None = None, partitions: int = 2) -> Settings:
-    s = base or Settings()
+    s = base or load_settings()
     tag = uuid.uuid4().hex[:8]
     kafka = s.kafka.model_copy(update={"topic_prefix": f"bench{tag}.", "default_partitions": partitions})
     index = s.index.model_copy(update={"generation": f"b{tag}"})

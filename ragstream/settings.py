@@ -39,7 +39,8 @@ class WeaviateSettings(BaseModel):
     model_config = _FROZEN
     url: str = "http://127.0.0.1:18080"
     grpc_port: int = 50151
-    api_key: SecretStr = SecretStr("ragstream-dev-key")
+    # No default: the local stack generates its own (stack secrets); production reads a Secret.
+    api_key: SecretStr = SecretStr("")
     collection_prefix: str = "Rag"
     timeout_s: float = 30.0
 
@@ -62,6 +63,9 @@ class StackSettings(BaseModel):
     weaviate_raft_port: int = 18300
     weaviate_raft_internal_rpc_port: int = 18301
     start_timeout_s: float = 90.0
+    # Local mode: fill unset secrets (JWT signing key, Weaviate key) and the content root from the stack's
+    # state directory, where `stack up` generates them. Off in compose and the Helm chart.
+    local_secrets: bool = True
 
 
 class IndexSettings(BaseModel):
@@ -115,16 +119,22 @@ class IngestSettings(BaseModel):
     max_document_bytes: int = 20_000_000
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
+    # file:// content references are read only under these roots (after resolving symlinks and `..`).
+    # Empty in production (content travels inline or from an object store); the local stack adds its own.
+    content_roots: tuple[Path, ...] = ()
 
 
 class AuthSettings(BaseModel):
     """Caller authentication at the gateway. Tenant and principals come only from verified credentials."""
 
     model_config = _FROZEN
-    jwt_secret: SecretStr = SecretStr("ragstream-local-dev-signing-key-change-me-0123456789")
+    # HS256 only when a secret is configured explicitly (>= 32 bytes); there is no default.
+    jwt_secret: SecretStr | None = None
     jwt_issuer: str = "ragstream-local"
     jwt_audience: str = "ragstream"
-    jwt_algorithms: tuple[str, ...] = ("HS256", "RS256")
+    # None: derived from what is configured (HS256 with a secret, the JWKS keys' algorithms with a JWKS).
+    # When set, it can only narrow that set.
+    jwt_algorithms: tuple[str, ...] | None = None
     jwks_url: str | None = None
     jwks_file: str | None = None
     token_ttl_s: int = 3600
@@ -132,6 +142,9 @@ class AuthSettings(BaseModel):
     # API keys: "key" -> {"tenant": ..., "subject": ..., "groups": [...]}; a secret file in production
     api_keys: dict[str, dict[str, object]] = {}
     everyone_group: str = "everyone"
+    max_subject_chars: int = 256
+    max_groups: int = 64
+    max_group_chars: int = 128
 
 
 class ServingSettings(BaseModel):
@@ -145,6 +158,11 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = 16_384
     max_inflight: int = 256
     max_lag: int = 1000
+    # Fair admission: one tenant's burst gets its own 429s. A tenant may hold at most this many queries
+    # in flight at one gateway, and once the serving backlog passes `tenant_lag_share * max_lag` a tenant
+    # holding more than its share of the in-flight queries is refused first.
+    tenant_max_inflight: int = 64
+    tenant_lag_share: float = 0.25
     hybrid_alpha: float = 0.5
     fusion: str = "relative_score"  # relative_score | ranked
     candidate_k: int = 40
@@ -185,6 +203,8 @@ class TelemetrySettings(BaseModel):
     # Eval Jobs push their results here (short-lived processes are not scraped).
     pushgateway_url: str | None = None
     metrics_port: int = 0
+    # Where worker /metrics listens; loopback locally, the pod IP (0.0.0.0) only when set in the chart.
+    metrics_host: str = "127.0.0.1"
 
 
 class Settings(BaseSettings):

@@ -8,6 +8,7 @@ idempotent). A missing service fails the run: integration tests never skip silen
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,8 +79,9 @@ def _from_testcontainers(stack: list[Any]) -> Services:  # pragma: no cover - ne
 
 def _from_local_stack() -> Services:
     from ragstream.stack.manager import Stack
+    from ragstream.stack.secrets import localize
 
-    s = Settings()
+    s = localize(Settings(), create=True)  # the stack's own secrets, as `ragstream stack up` makes them
     Stack(s).up(lambda _svc, _line: None)
     return Services(s.kafka, s.weaviate, "local-stack")
 
@@ -110,7 +112,19 @@ def services() -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def settings(services: Services) -> Settings:
-    return Settings(kafka=services.kafka, weaviate=services.weaviate)
+    from pydantic import SecretStr
+
+    from ragstream.stack.secrets import localize
+
+    s = Settings(kafka=services.kafka, weaviate=services.weaviate)
+    if services.source == "local-stack":
+        # What every local process sees: the stack's generated signing key and content root.
+        s = localize(s)
+    if s.auth.jwt_secret is None:  # no shipped default: this session's own signing key
+        s = s.model_copy(
+            update={"auth": s.auth.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(48))})}
+        )
+    return s
 
 
 @pytest.fixture

@@ -7,13 +7,21 @@ from urllib.parse import urlparse
 import weaviate
 from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
+from ragstream.core.secrets import is_published
 from ragstream.settings import WeaviateSettings
+
+
+def _api_key(cfg: WeaviateSettings) -> str:
+    key = _api_key(cfg)
+    if key and is_published(key):
+        raise ValueError("weaviate.api_key is a value published in the ragstream repository; use your own")
+    return key
 
 
 def connect(cfg: WeaviateSettings) -> weaviate.WeaviateClient:
     url = urlparse(cfg.url)
     secure = url.scheme == "https"
-    key = cfg.api_key.get_secret_value()
+    key = _api_key(cfg)
     return weaviate.connect_to_custom(
         http_host=url.hostname or "127.0.0.1",
         http_port=url.port or (443 if secure else 80),
@@ -32,7 +40,7 @@ def connect(cfg: WeaviateSettings) -> weaviate.WeaviateClient:
 def connect_async(cfg: WeaviateSettings) -> weaviate.WeaviateAsyncClient:
     url = urlparse(cfg.url)
     secure = url.scheme == "https"
-    key = cfg.api_key.get_secret_value()
+    key = _api_key(cfg)
     return weaviate.use_async_with_custom(
         http_host=url.hostname or "127.0.0.1",
         http_port=url.port or (443 if secure else 80),

@@ -33,8 +33,14 @@ def serve(
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.auth import AuthConfigError
 
-    uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+    try:
+        app_ = create_app(settings())
+    except AuthConfigError as exc:  # unsafe or empty auth configuration: refuse to start, say why
+        err.print(f"[red]gateway refused to start:[/] {exc}")
+        raise typer.Exit(2) from exc
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 def token(

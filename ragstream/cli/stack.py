@@ -11,6 +11,7 @@ from rich.table import Table
 from ragstream.cli.common import console, emit_json, err, settings
 from ragstream.stack.manager import Stack
 from ragstream.stack.process import tail
+from ragstream.stack.secrets import localize
 from ragstream.stack.services import StackError
 
 app = typer.Typer(
@@ -18,17 +19,17 @@ app = typer.Typer(
 )
 
 
-def _stack() -> Stack:
+def _stack(create_secrets: bool = False) -> Stack:
     from ragstream.stack.extra import extra_services
 
-    s = settings()
+    s = localize(settings(), create=True) if create_secrets else settings()
     return Stack(s, extra_services(s))
 
 
 @app.command()
 def up(json_out: bool = typer.Option(False, "--json", help="Print the status as one JSON object.")) -> None:
     """Build what is missing (cached), start every service, wait until healthy. Idempotent."""
-    stack = _stack()
+    stack = _stack(create_secrets=True)  # first `up` generates the stack's own secrets
     t0 = time.monotonic()
     with err.status("starting the stack") as spinner:
 

@@ -219,6 +219,8 @@ class WeaviateService:
     def spec(self) -> ServiceSpec:
         s = self.s
         key = self.settings.weaviate.api_key.get_secret_value()
+        if not key:  # never an open admin endpoint: `stack up` generates the key (ragstream.stack.secrets)
+            raise StackError("weaviate.api_key is empty; start the stack with `ragstream stack up`")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),

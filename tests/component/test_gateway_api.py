@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.auth import mint_token
@@ -26,7 +28,10 @@ from schemas.serving import AnswerDelta, Citation, QueryAnswered, QueryFailed, Q
 pytestmark = pytest.mark.component
 
 SETTINGS = Settings(
-    auth=AuthSettings(api_keys={"k-acme": {"tenant": "acme", "subject": "svc", "groups": ["ops"]}}),
+    auth=AuthSettings(
+        jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+        api_keys={"k-acme": {"tenant": "acme", "subject": "svc", "groups": ["ops"]}},
+    ),
     serving=ServingSettings(max_inflight=4, max_lag=100, max_question_chars=50, max_body_bytes=1024),
 )
 CITE = Citation(citation_id="1", document_id="handbook.md", chunk_id="c-1", source_version="v1", title="HB")

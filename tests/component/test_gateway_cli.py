@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from gateway.app import create_app
@@ -15,11 +17,11 @@ from gateway.hub import AnswerHub
 from gateway.server import serve_in_process
 from ragstream.cli.gateway import ask_via_gateway
 from ragstream.cli.main import app as cli
-from ragstream.settings import Settings
+from ragstream.settings import AuthSettings, Settings
 from schemas.serving import AnswerDelta, Citation, QueryAnswered, QueryRequested
 
 pytestmark = pytest.mark.component
-S = Settings()
+S = Settings(auth=AuthSettings(jwt_secret=SecretStr(secrets.token_urlsafe(48))))
 
 
 class PlayingPublisher:
@@ -72,6 +74,12 @@ async def gateway_url() -> AsyncIterator[tuple[str, PlayingPublisher]]:
     pub = PlayingPublisher(hub)
     async with serve_in_process(create_app(S, publisher=pub, hub=hub, lag_probe=NoLag())) as url:
         yield url, pub
+
+
+@pytest.fixture(autouse=True)
+def _cli_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI's settings are this module's (its own signing key), not the local stack's.
+    monkeypatch.setattr("ragstream.cli.gateway.settings", lambda: S)
 
 
 def test_token_command_mints_a_verifiable_token() -> None:

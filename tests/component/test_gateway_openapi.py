@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.auth import mint_token
 from gateway.hub import AnswerHub
-from ragstream.settings import Settings
+from ragstream.settings import AuthSettings, Settings
 from schemas.serving import QueryAnswered, QueryRequested
 
 pytestmark = pytest.mark.component
-S = Settings()
+S = Settings(auth=AuthSettings(jwt_secret=SecretStr(secrets.token_urlsafe(48))))
 
 
 class Pub:

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from pydantic import SecretStr
 
-from gateway.auth import Authenticator, AuthError, Principal, mint_token
+from gateway.auth import AuthConfigError, Authenticator, AuthError, Principal, mint_token
+from ragstream.core.secrets import is_published
 from ragstream.settings import AuthSettings
+from tests.support.jwt_forge import hs256_by_hand
 
 pytestmark = pytest.mark.unit
 CFG = AuthSettings(
+    jwt_secret=SecretStr(secrets.token_urlsafe(48)),  # generated per run: no secret in the repository
     api_keys={
         "key-acme-1": {"tenant": "acme", "subject": "svc-reports", "groups": ["finance"]},
         "key-bad": {"tenant": "no such/tenant", "subject": "x"},
-    }
+    },
 )
 
 
@@ -107,7 +113,7 @@ def test_rs256_refused_with_unknown_kid_other_key_or_no_jwks(
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(AuthError):
         auth.verify_token(jwt.encode(_claims(), other, algorithm="RS256", headers={"kid": "k1"}))
-    with pytest.raises(AuthError, match="jwks"):
+    with pytest.raises(AuthError, match="not accepted"):
         Authenticator(CFG).verify_token(jwt.encode(_claims(), key, algorithm="RS256", headers={"kid": "k1"}))
 
 
@@ -139,3 +145,87 @@ def test_missing_credential() -> None:
 def test_bearer_wins_over_api_key() -> None:
     p = Authenticator(CFG).authenticate(mint_token(CFG, "globex", "carol"), "key-acme-1")
     assert (p.tenant_id, p.subject) == ("globex", "carol")
+
+
+# --- secure by default: what the configuration itself allows ---------------------------------------------
+
+
+def _jwks_only(path: Path, **over: object) -> AuthSettings:
+    return AuthSettings(jwks_file=str(path), jwt_issuer="https://idp.example", **over)  # type: ignore[arg-type]
+
+
+def test_no_default_secret_and_no_verifier_refuses_to_start() -> None:
+    assert AuthSettings().jwt_secret is None
+    with pytest.raises(AuthConfigError, match="no way to verify"):
+        Authenticator(AuthSettings())
+    with pytest.raises(AuthConfigError, match="jwt_secret"):
+        mint_token(AuthSettings(), "acme", "alice")
+
+
+@pytest.mark.parametrize("secret", ["short-secret", "x" * 31])
+def test_short_secret_refuses_to_start(secret: str) -> None:
+    with pytest.raises(AuthConfigError, match="32 bytes"):
+        Authenticator(AuthSettings(jwt_secret=SecretStr(secret)))
+
+
+def test_secret_once_published_in_the_repository_refuses_to_start() -> None:
+    # The old shipped default, rebuilt here from parts so the literal is not in the tree as a secret.
+    old = "-".join(["ragstream", "local", "dev", "signing", "key", "change", "me", "0123456789"])
+    assert is_published(old)
+    with pytest.raises(AuthConfigError, match="published"):
+        Authenticator(AuthSettings(jwt_secret=SecretStr(old)))
+
+
+def test_jwks_only_gateway_refuses_hs256_signed_with_any_secret(
+    rsa_keys: tuple[rsa.RSAPrivateKey, Path],
+) -> None:
+    key, path = rsa_keys
+    auth = Authenticator(_jwks_only(path))
+    assert "HS256" not in auth.algorithms
+    old = "-".join(["ragstream", "local", "dev", "signing", "key", "change", "me", "0123456789"])
+    forged = _claims(iss="https://idp.example", tenant="victim", groups=["admins"])
+    with pytest.raises(AuthError, match="not accepted"):
+        auth.verify_token(jwt.encode(forged, old, algorithm="HS256"))
+    # Key confusion: HS256 "signed" with the RSA public key the gateway trusts.
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    confused = hs256_by_hand(forged, pem)
+    with pytest.raises(AuthError, match="not accepted"):
+        auth.verify_token(confused)
+    # Positive control: the same claims signed by the IdP's key are accepted.
+    p = auth.verify_token(jwt.encode(forged, key, algorithm="RS256", headers={"kid": "k1"}))
+    assert p.tenant_id == "victim"
+
+
+def test_jwt_algorithms_narrow_never_widen(rsa_keys: tuple[rsa.RSAPrivateKey, Path]) -> None:
+    _, path = rsa_keys
+    with pytest.raises(AuthConfigError, match="HS"):
+        Authenticator(_jwks_only(path, jwt_algorithms=("HS256", "RS256")))
+    auth = Authenticator(_jwks_only(path, jwt_algorithms=("ES256",)))
+    assert auth.algorithms == {"ES256"}
+
+
+def test_rsa_key_is_not_used_with_another_family(rsa_keys: tuple[rsa.RSAPrivateKey, Path]) -> None:
+    key, path = rsa_keys
+    auth = Authenticator(_jwks_only(path))
+    token = jwt.encode(_claims(iss="https://idp.example"), key, algorithm="PS256", headers={"kid": "k1"})
+    with pytest.raises(AuthError, match="does not match"):  # the JWK declares alg RS256
+        auth.verify_token(token)
+
+
+@pytest.mark.parametrize(
+    ("over", "why"),
+    [
+        ({"groups": [f"g{i}" for i in range(10_000)]}, "more than"),
+        ({"groups": ["x" * 1000]}, "at most"),
+        ({"groups": ["fin\nance"]}, "at most"),
+        ({"groups": [""]}, "non-empty"),
+        ({"sub": "a" * 10_000}, "subject"),
+        ({"sub": "alice\x00admin"}, "subject"),
+        ({"sub": "alice\u202eevil"}, "subject"),
+    ],
+)
+def test_claims_are_bounded(over: dict[str, object], why: str) -> None:
+    with pytest.raises(AuthError, match=why):
+        Authenticator(CFG).verify_token(_hs(**over))

@@ -90,6 +90,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
     secretKeyRef:
       name: {{ $root.Values.secrets.name }}
       key: {{ $key }}
+      optional: true
 {{- end }}
 {{- end }}
 {{- end -}}
