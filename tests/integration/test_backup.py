@@ -31,6 +31,7 @@ from ragstream.generations.registry import Registry, load_view
 from ragstream.generations.routing import GenerationRouter
 from ragstream.settings import Settings, StackSettings, WeaviateSettings
 from ragstream.stack.process import ProcessRecord, spawn, stop
+from ragstream.stack.secrets import localize
 from ragstream.stack.services import WeaviateService
 from schemas.envelope import utcnow
 from schemas.serving import Caller, QueryRequested, QuerySpec
@@ -70,11 +71,16 @@ class IsolatedWeaviate:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.settings = Settings(
-            stack=StackSettings(home=home, **PORTS),
-            weaviate=WeaviateSettings(
-                url=f"http://127.0.0.1:{PORTS['weaviate_http_port']}", grpc_port=PORTS["weaviate_grpc_port"]
+        # Its own generated key, as `stack up` makes one for its home.
+        self.settings = localize(
+            Settings(
+                stack=StackSettings(home=home, **PORTS),
+                weaviate=WeaviateSettings(
+                    url=f"http://127.0.0.1:{PORTS['weaviate_http_port']}",
+                    grpc_port=PORTS["weaviate_grpc_port"],
+                ),
             ),
+            create=True,
         )
         self.service = WeaviateService(self.settings, home)
         self.record: ProcessRecord | None = None
