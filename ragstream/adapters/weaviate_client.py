@@ -12,7 +12,7 @@ from ragstream.settings import WeaviateSettings
 
 
 def _api_key(cfg: WeaviateSettings) -> str:
-    key = _api_key(cfg)
+    key = cfg.api_key.get_secret_value()
     if key and is_published(key):
         raise ValueError("weaviate.api_key is a value published in the ragstream repository; use your own")
     return key
