@@ -1,4 +1,4 @@
-"""Publish a folder's changes (new, changed, removed files) and optionally wait until they are searchable."""
+"""Publish a folder's changes (new, changed, ACL-changed, removed files); optionally wait until applied."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def publish_folder(
     """Publish the difference since the last publish of `path`; with `wait`, follow the receipts."""
     await ensure_topics(s.kafka)
     mpath = manifest_path(state_dir, tenant, path)
-    changes, current = diff(path, load_manifest(mpath))
+    changes, current = diff(path, load_manifest(mpath), acl)
     watcher = ReceiptWatcher(s) if wait and changes.total else None
     if watcher:
         await watcher.start()
@@ -64,6 +64,11 @@ async def publish_folder(
                     )
                     sent[ev.correlation_id] = time.monotonic()
                     bar.advance(task)
+                for entry in changes.acl_changed:
+                    # Same content, new readers: the ACL is rewritten on the live chunks, no re-embedding.
+                    ev = await pub.acl_change(tenant, entry.rel, acl)
+                    sent[ev.correlation_id] = time.monotonic()
+                    bar.advance(task)
                 for rel in changes.removed:
                     ev = await pub.delete(tenant, rel)
                     sent[ev.correlation_id] = time.monotonic()
@@ -74,6 +79,7 @@ async def publish_folder(
             "new": len(changes.new),
             "changed": len(changes.changed),
             "removed": len(changes.removed),
+            "acl_changed": len(changes.acl_changed),
             "unchanged": changes.unchanged,
             "published": changes.total,
         }
@@ -90,6 +96,7 @@ async def publish_folder(
                     "searchable": len(receipts),
                     "waited_for": len(sent),
                     "chunks_written": sum(getattr(r, "chunks_written", 0) for r in receipts.values()),
+                    "acl_applied": sum(bool(getattr(r, "acl_only", False)) for r in receipts.values()),
                     "chunks_deleted": sum(
                         getattr(r, "chunks_deleted", 0) + len(getattr(r, "removed_chunk_ids", ()))
                         for r in receipts.values()

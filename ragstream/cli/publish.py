@@ -44,13 +44,15 @@ def publish(
         emit_json(result)
         return
     console.print(
-        f"[bold]{tenant}[/]: {result['new']} new, {result['changed']} changed, {result['removed']} removed, "
+        f"[bold]{tenant}[/]: {result['new']} new, {result['changed']} changed, "
+        f"{result['acl_changed']} acl changed, {result['removed']} removed, "
         f"{result['unchanged']} unchanged -> {result['published']} events"
     )
     if "searchable" in result:
         console.print(
             f"searchable {result['searchable']}/{result['waited_for']}; "
-            f"chunks written {result['chunks_written']}, deleted {result['chunks_deleted']}; "
+            f"chunks written {result['chunks_written']}, deleted {result['chunks_deleted']}, "
+            f"acl applied {result['acl_applied']}; "
             f"freshness p50 {result['freshness_p50_s']}s p95 {result['freshness_p95_s']}s"
         )
     if result.get("searchable", 0) != result.get("waited_for", 0):
