@@ -65,7 +65,7 @@ class StackSettings(BaseModel):
     start_timeout_s: float = 90.0
     # Local mode: fill unset secrets (JWT signing key, Weaviate key) and the content root from the stack's
     # state directory, where `stack up` generates them. Off in compose and the Helm chart.
-    local_secrets: bool = True
+    local_mode: bool = True
 
 
 class IndexSettings(BaseModel):

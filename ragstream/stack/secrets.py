@@ -2,7 +2,7 @@
 
 Nothing here ships a value. `localize(settings)` fills the secrets a local process needs (JWT signing key,
 Weaviate API key) and the local content root from the stack's state directory, and only when the operator
-configured none (`stack.local_secrets` is on by default; compose and the Helm chart turn it off).
+configured none (`stack.local_mode` is on by default; compose and the Helm chart turn it off).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def localize(settings: Settings, create: bool = False) -> Settings:
     """`settings` with unset secrets and content roots taken from the local stack (when in local mode).
 
     `create`: generate the secrets if the stack has none yet (only `stack up` does this)."""
-    if not settings.stack.local_secrets:
+    if not settings.stack.local_mode:
         return settings
     home = stack_home(settings)
     found = ensure_local_secrets(home) if create else read_local_secrets(home)

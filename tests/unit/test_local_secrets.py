@@ -53,7 +53,7 @@ def test_localize_fills_only_what_is_unset(tmp_path: Path) -> None:
 
 def test_production_mode_never_reads_the_state_directory(tmp_path: Path) -> None:
     ensure_local_secrets(tmp_path)
-    s = localize(_local(tmp_path, local_secrets=False))
+    s = localize(_local(tmp_path, local_mode=False))
     assert s.auth.jwt_secret is None and not s.weaviate.api_key.get_secret_value()
     assert s.ingest.content_roots == ()
 
@@ -74,4 +74,4 @@ def test_compose_and_chart_have_no_fallback_secret() -> None:
     assert ":-ragstream" not in compose and "${RAGSTREAM_JWT_SECRET:?" in compose
     assert "${RAGSTREAM_WEAVIATE_API_KEY:?" in compose
     values = (REPO / "deploy/helm/ragstream/values.yaml").read_text()
-    assert 'STACK__LOCAL_SECRETS: "false"' in values
+    assert 'STACK__LOCAL_MODE: "false"' in values
