@@ -11,6 +11,7 @@ from rich.progress import Progress
 from producers.folder import diff, load_manifest, manifest_path, save_manifest
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
+from producers.staging import stage_content
 from ragstream.core.normalize import detect_mime
 from ragstream.runtime.kafka_admin import ensure_topics
 from ragstream.settings import Settings
@@ -53,7 +54,9 @@ async def publish_folder(
                         tenant,
                         entry.rel,
                         content=raw,
-                        content_uri=None if raw is not None else entry.path.resolve().as_uri(),
+                        content_uri=None
+                        if raw is not None
+                        else stage_content(s, tenant, entry.path, entry.sha256),
                         mime_type=detect_mime(entry.path.name, raw or entry.path.read_bytes()[:4096]),
                         acl=acl,
                         source_id=entry.path.resolve().as_uri(),

@@ -5,16 +5,25 @@ Out: ragstream.ingest.documents-normalized.v1 (DocumentNormalized | DocumentRemo
 Group: ragstream.normalizer. Ack: commit after the output is acknowledged (acks=all).
 Idempotency: output is a pure function of (bytes, normalizer_version); downstream ids are deterministic.
 Undecodable, encrypted, empty, oversized or corrupt input goes to the DLQ with the normalizer's reason.
+file:// references are read only under settings.ingest.content_roots (ragstream.adapters.content); any
+other reference is dead-lettered: uri_not_allowed, not_a_regular_file, oversized or content_unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from ragstream.core.normalize import NORMALIZER_VERSION, NormalizationError, normalize
+from ragstream.adapters.content import ContentRefError, read_file_uri
+from ragstream.core.normalize import (
+    MARKDOWN,
+    NORMALIZER_VERSION,
+    SUPPORTED,
+    NormalizationError,
+    normalize,
+)
 from ragstream.runtime import metrics
 from ragstream.runtime.worker import Inbound, Outbound, PermanentError, event_key
 from ragstream.settings import Settings
@@ -31,22 +40,23 @@ from schemas.topics import CONSUMERS
 SPEC = CONSUMERS["normalizer"]
 
 
-def load_content(event: DocumentChanged, max_bytes: int) -> bytes:
-    """Inline bytes or a file:// URI; the size cap is checked before reading a large file."""
+def load_content(event: DocumentChanged, max_bytes: int, roots: Sequence[Path] = ()) -> bytes:
+    """Inline bytes, or a `file://` URI confined to `roots` (settings.ingest.content_roots; none: refused)."""
     inline = event.inline_content()
     if inline is not None:
         return inline
-    uri = urlparse(event.content_uri or "")
-    if uri.scheme != "file":
-        raise PermanentError("unsupported_uri", f"content_uri scheme {uri.scheme!r} is not supported")
-    path = Path(unquote(uri.path))
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise PermanentError("content_unavailable", f"cannot read {path}: {exc}") from exc
-    if size > max_bytes:
-        raise PermanentError("oversized", f"document is {size} bytes; the limit is {max_bytes}")
-    return path.read_bytes()
+        return read_file_uri(event.content_uri or "", roots, max_bytes)
+    except ContentRefError as exc:
+        raise PermanentError(exc.reason, exc.message) from exc
+
+
+def format_label(mime_type: str) -> str:
+    """The metrics label of a (publisher-chosen, untrusted) MIME type: a supported format or "other"."""
+    fmt = (mime_type or "").split(";")[0].strip().lower()
+    if fmt == "text/x-markdown":
+        fmt = MARKDOWN
+    return fmt if fmt in SUPPORTED else "other"
 
 
 def to_normalized(event: DocumentChanged, raw: bytes, max_bytes: int) -> DocumentNormalized:
@@ -55,11 +65,11 @@ def to_normalized(event: DocumentChanged, raw: bytes, max_bytes: int) -> Documen
     try:
         doc = normalize(raw, fmt, max_bytes=max_bytes, filename=event.metadata.get("path"))
     except NormalizationError as exc:
-        metrics.NORMALIZED.labels(fmt, "failed").inc()
+        metrics.NORMALIZED.labels(format_label(fmt), "failed").inc()
         raise PermanentError(
             str(exc.reason.value if hasattr(exc.reason, "value") else exc.reason), exc.message
         ) from exc
-    metrics.NORMALIZED.labels(fmt, "ok").inc()
+    metrics.NORMALIZED.labels(format_label(doc.mime_type), "ok").inc()
     facts = DocumentFacts(
         document_id=event.document_id,
         source_id=event.source_id,
@@ -84,6 +94,7 @@ def to_normalized(event: DocumentChanged, raw: bytes, max_bytes: int) -> Documen
 
 def build_handler(settings: Settings):
     max_bytes = settings.ingest.max_document_bytes
+    roots = settings.ingest.content_roots
     out_topic = SPEC.output
     assert out_topic is not None
 
@@ -100,7 +111,7 @@ def build_handler(settings: Settings):
                     source_occurred_at=ev.occurred_at,
                 )
             else:
-                raw = await asyncio.to_thread(load_content, ev, max_bytes)
+                raw = await asyncio.to_thread(load_content, ev, max_bytes, roots)
                 out = await asyncio.to_thread(to_normalized, ev, raw, max_bytes)
             if item.span is not None and isinstance(out, DocumentNormalized):
                 item.span.set_attributes(
