@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -88,7 +89,11 @@ class TimedEmbedder:
 
 
 def to_chunked_event(
-    ev: DocumentChanged, policy: ChunkingPolicy, tokenizer: Tokenizer, max_bytes: int
+    ev: DocumentChanged,
+    policy: ChunkingPolicy,
+    tokenizer: Tokenizer,
+    max_bytes: int,
+    roots: tuple[Path, ...] = (),
 ) -> DocumentChunked | DocumentRemoved:
     """One source change as the live pipeline's normalizer + chunker would produce it (candidate policy)."""
     if ev.op == "delete":
@@ -97,7 +102,7 @@ def to_chunked_event(
             document_id=ev.document_id,
             source_occurred_at=ev.occurred_at,
         )
-    raw = load_content(ev, max_bytes)
+    raw = load_content(ev, max_bytes, roots)  # the same content roots as the live normalizer
     return to_chunked(to_normalized(ev, raw, max_bytes), policy, tokenizer)
 
 
@@ -107,6 +112,7 @@ def build_handler(
     tokenizer: Tokenizer,
     max_bytes: int,
     counters: BuildCounters | None = None,
+    roots: tuple[Path, ...] = (),
 ):
     """The worker handler: source changes in, candidate collections written, nothing published."""
     stats = counters if counters is not None else BuildCounters()
@@ -118,7 +124,7 @@ def build_handler(
             if isinstance(ev, AclChanged):
                 out.append(ev)
             else:
-                out.append(to_chunked_event(ev, policy, tokenizer, max_bytes))
+                out.append(to_chunked_event(ev, policy, tokenizer, max_bytes, roots))
         return out
 
     async def handle(items: list[Inbound]) -> list[Outbound]:

@@ -231,7 +231,12 @@ class Build:
         self.counters = BuildCounters()
         indexer = Indexer(self.store, TimedEmbedder(embedder, self.counters), record.name)
         handler = build_handler(
-            indexer, self.policy, tokenizer, settings.ingest.max_document_bytes, self.counters
+            indexer,
+            self.policy,
+            tokenizer,
+            settings.ingest.max_document_bytes,
+            self.counters,
+            settings.ingest.content_roots,
         )
         self.group = builder_group(record.name)
         self.worker = Worker(

@@ -185,7 +185,9 @@ def plan_events(
             continue
         tenant = plan.tenants.setdefault(ev.tenant_id, TenantPlan())
         try:
-            out = to_chunked_event(ev, policy, tokenizer, settings.ingest.max_document_bytes)
+            out = to_chunked_event(
+                ev, policy, tokenizer, settings.ingest.max_document_bytes, settings.ingest.content_roots
+            )
         except PermanentError:
             tenant.failed += 1
             continue

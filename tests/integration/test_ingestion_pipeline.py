@@ -180,9 +180,11 @@ async def test_reader_never_sees_zero_or_two_versions(settings, unique, embedder
 
 
 async def test_bad_input_dead_lettered_and_later_events_indexed(settings, unique, embedder, tmp_path) -> None:
-    s = isolated_pipeline_settings(
-        settings, unique, ingest=settings.ingest.model_copy(update={"max_document_bytes": 20_000_000})
+    # tmp_path is a content root here: the oversized file must meet the size cap, not the root check.
+    ingest = settings.ingest.model_copy(
+        update={"max_document_bytes": 20_000_000, "content_roots": (tmp_path,)}
     )
+    s = isolated_pipeline_settings(settings, unique, ingest=ingest)
     big = tmp_path / "big.txt"
     with big.open("wb") as f:
         f.write(b"word " * (50 * 1024 * 1024 // 5))
