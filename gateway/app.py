@@ -7,6 +7,8 @@ request is accepted) and stops them.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -16,16 +18,20 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.backpressure import KafkaLagProbe, LagProbe
 from gateway.hub import AnswerHub, KafkaAnswerHub
 from gateway.middleware import BodyLimit, RequestMetrics
-from gateway.models import DeltaData
+from gateway.models import DeltaData, ErrorBody, ErrorInfo
 from gateway.publisher import KafkaQueryPublisher, QueryPublisher
 from gateway.routes import ops, queries
 from gateway.service import Gateway, RejectedError
 from ragstream.settings import Settings
+
+log = logging.getLogger(__name__)
+CORRELATION_HEADER = "X-Correlation-ID"
 
 DESCRIPTION = """\
 Ask questions over your tenant's documents. A query is an event: `POST /v1/queries` publishes it and answers
@@ -42,16 +48,67 @@ def _version() -> str:
         return "0.0.0"
 
 
-async def _rejected(_request: Request, exc: Exception) -> Response:
+class CorrelationId:
+    """Gives every HTTP request a fresh correlation id (`request.state.correlation_id`, the
+    `X-Correlation-ID` response header). Generated here, never taken from the client: it names log
+    lines and, for a submitted query, every stage's events."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = str(uuid.uuid4())
+        scope.setdefault("state", {})["correlation_id"] = cid
+
+        async def tag(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-correlation-id"]
+                message = {**message, "headers": [*headers, (b"x-correlation-id", cid.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, tag)
+
+
+def _cid(request: Request) -> str:
+    return getattr(request.state, "correlation_id", "") or str(uuid.uuid4())
+
+
+async def _rejected(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RejectedError)
-    metrics.REJECTED.labels(exc.reason).inc()
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+    metrics.rejected(exc.reason)
+    info = exc.info(_cid(request))
+    if exc.internal:
+        level = logging.WARNING if exc.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "%s %s -> %d %s (correlation %s): %s",
+            request.method,
+            request.url.path,
+            exc.status,
+            exc.reason,
+            info.correlation_id,
+            exc.internal,
+        )
+    body = ErrorBody.of(info).model_dump(mode="json")
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    metrics.REJECTED.labels("invalid").inc()
+    metrics.rejected("invalid")
     return await request_validation_exception_handler(request, exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unhandled: a 500 in the error shape; the exception goes to the log only."""
+    cid = _cid(request)
+    log.error("%s %s failed (correlation %s)", request.method, request.url.path, cid, exc_info=exc)
+    metrics.rejected("internal")
+    body = ErrorBody.of(ErrorInfo.of("internal", cid)).model_dump(mode="json")
+    return JSONResponse(body, status_code=500, headers={CORRELATION_HEADER: cid})
 
 
 def create_app(
@@ -108,6 +165,8 @@ def create_app(
     app.include_router(ops)
     app.add_exception_handler(RejectedError, _rejected)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, max_bytes=settings.serving.max_body_bytes)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(CorrelationId)
     return app

@@ -1,7 +1,12 @@
 """Admission control: refuse new queries (429 + Retry-After) before they reach Kafka when the serving plane
 is saturated.
 
-Two signals, checked on every submission:
+Signals, checked on every submission (fair per tenant first, the global limits as the last resort):
+- tenant in-flight: queries of the caller's tenant accepted here without a final answer
+  (`serving.tenant_max_inflight`): one tenant's burst gets its own 429s (`tenant_inflight`);
+- tenant share under lag: once the serving lag passes `serving.tenant_lag_share * max_lag`, a tenant
+  holding more than its fair share of this gateway's in-flight queries (in-flight / tenants in flight,
+  the caller's counted) is refused (`tenant_lag`) while the others are still admitted;
 - in-flight: queries this gateway accepted that have no final answer yet (`serving.max_inflight`);
 - lag: records not yet committed by the serving consumer groups (retrieval, rerank, generation) on their
   input topics, summed, sampled every `interval_s` in the background (`serving.max_lag`).
@@ -14,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +47,13 @@ class LagProbe(Protocol):
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str  # inflight | lag (metrics label; alerts match on it)
+    reason: str  # tenant_inflight | tenant_lag | inflight | lag (metrics label; alerts match on it)
     retry_after_s: int
-    detail: str
+    detail: str  # for logs only: other tenants' load never reaches a client
+
+
+def _no_tenants() -> Mapping[str, int]:
+    return {}
 
 
 class Admission:
@@ -56,24 +65,41 @@ class Admission:
         inflight: Callable[[], int],
         probe: LagProbe | None = None,
         interval_s: float = 2.0,
+        tenants: Callable[[], Mapping[str, int]] = _no_tenants,
     ) -> None:
         self.cfg = cfg
         self.inflight = inflight
+        self.tenants = tenants  # tenant -> its queries in flight here (tenants with none absent)
         self.probe = probe
         self.interval_s = interval_s
         self.lag = 0
         self._task: asyncio.Task[None] | None = None
 
-    def check(self, request_class: str) -> Rejection | None:
-        """None when admitted; otherwise why not and when to retry."""
+    def check(self, request_class: str, tenant_id: str | None = None) -> Rejection | None:
+        """None when admitted; otherwise why not and when to retry (tenant limits before global ones)."""
+        cfg = self.cfg
         share = 1.0 if request_class == "interactive" else 0.5
         inflight = self.inflight()
         metrics.INFLIGHT.set(inflight)
-        if inflight >= max(1, int(self.cfg.max_inflight * share)):
-            return Rejection("inflight", 1, f"{inflight} queries in flight; try again shortly")
-        if self.lag > self.cfg.max_lag * share:
-            wait = min(60, max(1, math.ceil(self.lag / max(1, self.cfg.max_lag))))
-            return Rejection("lag", wait, f"serving backlog of {self.lag} records; try again later")
+        lag_wait = min(60, max(1, math.ceil(self.lag / max(1, cfg.max_lag))))
+        if tenant_id is not None:
+            per_tenant = self.tenants()
+            mine = per_tenant.get(tenant_id, 0)
+            if mine >= max(1, int(cfg.tenant_max_inflight * share)):
+                return Rejection("tenant_inflight", 1, f"tenant {tenant_id}: {mine} queries in flight")
+            if mine and self.lag > cfg.tenant_lag_share * cfg.max_lag * share:
+                active = len(per_tenant) + (tenant_id not in per_tenant)
+                fair = sum(per_tenant.values()) / active
+                if mine > fair:
+                    return Rejection(
+                        "tenant_lag",
+                        lag_wait,
+                        f"tenant {tenant_id}: {mine} in flight, over its share {fair:.1f} (lag {self.lag})",
+                    )
+        if inflight >= max(1, int(cfg.max_inflight * share)):
+            return Rejection("inflight", 1, f"{inflight} queries in flight")
+        if self.lag > cfg.max_lag * share:
+            return Rejection("lag", lag_wait, f"serving backlog of {self.lag} records")
         return None
 
     async def start(self) -> None:

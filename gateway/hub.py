@@ -48,10 +48,12 @@ class QueryRecord:
     deadline: float = float("inf")  # monotonic
     accepted_at: float = field(default_factory=time.monotonic)
     local: bool = True
+    correlation_id: str = ""  # the QueryRequested's (every stage's events and logs carry it)
     deltas: list[AnswerDelta] = field(default_factory=list)
     final: Final | None = None
     first_delta_at: float | None = None
     finished_at: float | None = None
+    failure_logged: bool = False  # the gateway logs a failed query's internal reason once
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property
@@ -81,7 +83,8 @@ class AnswerHub:
     def __init__(self, ttl_s: float = 600.0) -> None:
         self.ttl_s = ttl_s
         self.records: dict[str, QueryRecord] = {}
-        self._pending: set[str] = set()  # accepted here, no final yet
+        self._pending: dict[str, str] = {}  # accepted here, no final yet: query id -> tenant
+        self._by_tenant: dict[str, int] = {}  # tenant -> its pending queries (tenants with none absent)
         self.ready = True
 
     async def start(self) -> None:
@@ -90,20 +93,40 @@ class AnswerHub:
     async def stop(self) -> None:
         """Nothing to close in memory."""
 
-    def register(self, query_id: str, principal: Principal, request_class: str, deadline_s: float) -> None:
+    def register(
+        self,
+        query_id: str,
+        principal: Principal,
+        request_class: str,
+        deadline_s: float,
+        correlation_id: str = "",
+    ) -> None:
         """Expect answers for `query_id`, readable by `principal` only."""
+        self._release(query_id)
         self.records[query_id] = QueryRecord(
             query_id,
             principal.tenant_id,
             principal.subject,
             request_class,
             deadline=time.monotonic() + deadline_s,
+            correlation_id=correlation_id,
         )
-        self._pending.add(query_id)
+        self._pending[query_id] = principal.tenant_id
+        self._by_tenant[principal.tenant_id] = self._by_tenant.get(principal.tenant_id, 0) + 1
 
     def forget(self, query_id: str) -> None:
         self.records.pop(query_id, None)
-        self._pending.discard(query_id)
+        self._release(query_id)
+
+    def _release(self, query_id: str) -> None:
+        tenant = self._pending.pop(query_id, None)
+        if tenant is None:
+            return
+        left = self._by_tenant[tenant] - 1
+        if left:
+            self._by_tenant[tenant] = left
+        else:
+            del self._by_tenant[tenant]
 
     def lookup(self, query_id: str, principal: Principal) -> QueryRecord | None:
         """The record when it exists and belongs to `principal`; None otherwise (the caller answers 404)."""
@@ -117,6 +140,10 @@ class AnswerHub:
         """Queries accepted here that have no final yet."""
         return len(self._pending)
 
+    def inflight_by_tenant(self) -> dict[str, int]:
+        """Queries accepted here without a final, per tenant (read-only view; tenants with none absent)."""
+        return self._by_tenant
+
     def dispatch(self, ev: AnswerEvent | QueryRequested) -> None:
         """Route one answers-topic event to its record (a QueryRequested from elsewhere opens one)."""
         now = time.monotonic()
@@ -127,7 +154,9 @@ class AnswerHub:
         if rec is None:
             if isinstance(ev, AnswerDelta) or not ev.subject:
                 return  # not ours and nothing a caller could read
-            rec = self.records[ev.query_id] = QueryRecord(ev.query_id, ev.tenant_id, ev.subject, local=False)
+            rec = self.records[ev.query_id] = QueryRecord(
+                ev.query_id, ev.tenant_id, ev.subject, local=False, correlation_id=ev.correlation_id
+            )
         if rec.final is not None or ev.tenant_id != rec.tenant_id:
             return
         if isinstance(ev, AnswerDelta):
@@ -147,13 +176,19 @@ class AnswerHub:
             return  # ours (registered before publishing) or already known
         remaining = (q.deadline_at - utcnow()).total_seconds()
         self.records[q.query_id] = QueryRecord(
-            q.query_id, ev.tenant_id, q.caller.subject, q.request_class, deadline=now + remaining, local=False
+            q.query_id,
+            ev.tenant_id,
+            q.caller.subject,
+            q.request_class,
+            deadline=now + remaining,
+            local=False,
+            correlation_id=ev.correlation_id,
         )
 
     def _finish(self, rec: QueryRecord, final: Final, now: float) -> None:
         rec.final = final
         rec.finished_at = now
-        self._pending.discard(rec.query_id)
+        self._release(rec.query_id)
         if rec.local:
             outcome = "answered" if isinstance(final, QueryAnswered) else "failed"
             metrics.ANSWER_LATENCY.labels(rec.request_class, outcome).observe(now - rec.accepted_at)
@@ -164,6 +199,7 @@ class AnswerHub:
                 rec,
                 QueryFailed(
                     tenant_id=rec.tenant_id,
+                    **({"correlation_id": rec.correlation_id} if rec.correlation_id else {}),
                     query_id=rec.query_id,
                     subject=rec.subject,
                     stage="gateway",

@@ -5,7 +5,36 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("ragstream_gateway_requests", "HTTP requests by route and status", ["route", "status"])
-REJECTED = Counter("ragstream_gateway_rejections", "Requests refused before reaching Kafka", ["reason"])
+# The closed set of `reason` label values (also the `code` of the error body; `gateway.models.ErrorCode`).
+REJECTION_REASONS = (
+    "unauthorized",
+    "not_found",
+    "bad_request",
+    "invalid",
+    "too_large",
+    "tenant_inflight",
+    "tenant_lag",
+    "inflight",
+    "lag",
+    "unavailable",
+    "deadline_exceeded",
+    "query_failed",
+    "internal",
+)
+REJECTED = Counter(
+    "ragstream_gateway_rejections",
+    "Requests refused (before reaching Kafka) or failed, by reason",
+    ["reason"],
+)
+for _reason in REJECTION_REASONS:
+    REJECTED.labels(_reason)  # every reason exported from start-up (rates need the zero)
+
+
+def rejected(reason: str) -> None:
+    """Count one refusal; a reason outside the closed set is counted as `internal` (labels stay bounded)."""
+    REJECTED.labels(reason if reason in REJECTION_REASONS else "internal").inc()
+
+
 ACCEPTED = Counter("ragstream_gateway_queries_accepted", "Queries published", ["request_class"])
 INFLIGHT = Gauge("ragstream_gateway_inflight", "Queries accepted by this gateway without a final answer")
 LAG = Gauge("ragstream_gateway_serving_lag", "Consumer lag summed over the serving groups (last sample)")

@@ -13,6 +13,35 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from schemas.serving import Citation, QueryAnswered, QueryFailed, RequestClass
 
 QueryState = Literal["pending", "answered", "failed"]
+ErrorCode = Literal[
+    "unauthorized",
+    "not_found",
+    "bad_request",
+    "too_large",
+    "tenant_inflight",
+    "tenant_lag",
+    "inflight",
+    "lag",
+    "unavailable",
+    "deadline_exceeded",
+    "query_failed",
+    "internal",
+]
+# One fixed human message per code: nothing a client reads is built from an exception or a worker's text.
+MESSAGES: dict[str, str] = {
+    "unauthorized": "missing, invalid or expired credential",
+    "not_found": "no such query",
+    "bad_request": "malformed request",
+    "too_large": "request over the size limit",
+    "tenant_inflight": "too many queries of this tenant in flight; retry after Retry-After seconds",
+    "tenant_lag": "the serving plane is busy and this tenant holds more than its share; retry later",
+    "inflight": "the gateway is at capacity; retry after Retry-After seconds",
+    "lag": "the serving plane is backlogged; retry after Retry-After seconds",
+    "unavailable": "the query bus is unavailable; retry later",
+    "deadline_exceeded": "no answer before the query's deadline",
+    "query_failed": "the query could not be answered",
+    "internal": "internal error",
+}
 
 
 class QueryRequest(BaseModel):
@@ -61,11 +90,27 @@ class QueryAccepted(BaseModel):
     stream_url: str
 
 
-class QueryError(BaseModel):
-    """Why a query failed: the stage that gave up and its reason."""
+class ErrorInfo(BaseModel):
+    """An error as a client sees it: a code, its fixed message, and the correlation id to quote to
+    operators (logs and traces carry the internal details under that id)."""
 
-    stage: str
-    reason: str
+    code: ErrorCode
+    message: str
+    correlation_id: str
+
+    @classmethod
+    def of(cls, code: str, correlation_id: str, message: str | None = None) -> ErrorInfo:
+        return cls(code=code, message=message or MESSAGES[code], correlation_id=correlation_id)  # type: ignore[arg-type]
+
+
+class QueryError(ErrorInfo):
+    """Why a query failed (`deadline_exceeded` or `query_failed`); the stage's own text stays in logs."""
+
+    @classmethod
+    def failed(cls, ev: QueryFailed, correlation_id: str = "") -> QueryError:
+        """The client's view of `ev`: the query's correlation id (the event's when none is given)."""
+        code = "deadline_exceeded" if "deadline" in ev.reason else "query_failed"
+        return cls(code=code, message=MESSAGES[code], correlation_id=correlation_id or ev.correlation_id)
 
 
 class Answer(BaseModel):
@@ -110,7 +155,7 @@ class QueryStatus(BaseModel):
 
     @classmethod
     def failed(cls, ev: QueryFailed) -> QueryStatus:
-        return cls(query_id=ev.query_id, status="failed", error=QueryError(stage=ev.stage, reason=ev.reason))
+        return cls(query_id=ev.query_id, status="failed", error=QueryError.failed(ev))
 
 
 class DeltaData(BaseModel):
@@ -121,9 +166,15 @@ class DeltaData(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every non-422 error: a human-readable reason."""
+    """Every non-422 error: `error` (code, fixed message, correlation id); `detail` repeats the message
+    for older clients. The correlation id is also the `X-Correlation-ID` response header."""
 
+    error: ErrorInfo
     detail: str
+
+    @classmethod
+    def of(cls, info: ErrorInfo) -> ErrorBody:
+        return cls(error=info, detail=info.message)
 
 
 class Health(BaseModel):

@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 
 from gateway.auth import AuthError, Principal
 from gateway.models import Answer, ErrorBody, Health, QueryAccepted, QueryRequest, QueryStatus
-from gateway.service import Gateway, RejectedError
+from gateway.service import Gateway, RejectedError, parse_last_event_id
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -22,16 +22,20 @@ api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API k
 
 _AUTH_HEADER = {"WWW-Authenticate": {"description": "Bearer challenge", "schema": {"type": "string"}}}
 _ERRORS: dict[int, dict[str, Any]] = {
+    400: {"description": "Malformed request header (e.g. a `Last-Event-ID` this stream never sent)"},
     401: {"description": "Missing, invalid or expired credential", "headers": _AUTH_HEADER},
     404: {"description": "No such query, or not the caller's"},
     413: {"description": "Body over `serving.max_body_bytes` or question over `serving.max_question_chars`"},
     429: {
-        "description": "Serving plane saturated (in-flight queries or consumer lag over threshold)",
+        "description": (
+            "The caller's tenant is over its share (`tenant_inflight`, `tenant_lag`) or the serving plane "
+            "is saturated (`inflight`, `lag`)"
+        ),
         "headers": {
             "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
         },
     },
-    502: {"description": "A serving stage failed the query"},
+    502: {"description": "A serving stage failed the query (`query_failed`; details in the logs)"},
     503: {"description": "The query bus is unavailable"},
     504: {"description": "No answer before the request class's deadline"},
 }
@@ -46,6 +50,11 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+def correlation_id(request: Request) -> str:
+    """This request's correlation id (set by `gateway.app.CorrelationId`; the query's when it submits)."""
+    return getattr(request.state, "correlation_id", "")
+
+
 def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -56,12 +65,16 @@ def principal(
         return gateway(request).auth.authenticate(creds.credentials if creds else None, key)
     except AuthError as exc:
         raise RejectedError(
-            401, str(exc), "unauthorized", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            401,
+            "unauthorized",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            internal=f"auth: {exc}",
         ) from exc
 
 
 Caller = Annotated[Principal, Depends(principal)]
 Gw = Annotated[Gateway, Depends(gateway)]
+CorrelationId = Annotated[str, Depends(correlation_id)]
 queries = APIRouter(prefix="/v1", tags=["queries"])
 ops = APIRouter(tags=["ops"])
 
@@ -73,9 +86,11 @@ ops = APIRouter(tags=["ops"])
     responses=errors(401, 413, 429, 503),
     summary="Submit a query",
 )
-async def submit(body: QueryRequest, p: Caller, gw: Gw, response: Response) -> QueryAccepted:
+async def submit(
+    body: QueryRequest, p: Caller, gw: Gw, cid: CorrelationId, response: Response
+) -> QueryAccepted:
     """Accepts a question; the answer arrives later on the status and stream URLs."""
-    _, accepted = await gw.submit(p, body)
+    _, accepted = await gw.submit(p, body, cid)
     response.headers["Location"] = accepted.status_url
     return accepted
 
@@ -95,7 +110,8 @@ async def status(query_id: str, p: Caller, gw: Gw) -> QueryStatus:
         200: {
             "description": (
                 "Server-Sent Events: `delta` events (data: DeltaData, id: seq), then one `answer` "
-                "(data: Answer) or `error` (data: QueryError) event with id `final`."
+                "(data: Answer) or `error` (data: QueryError: code, message, correlation id) event with "
+                "id `final`. `Last-Event-ID` resumes after that seq (digits) or `final`; anything else: 400."
             ),
             "content": {
                 "text/event-stream": {
@@ -108,7 +124,7 @@ async def status(query_id: str, p: Caller, gw: Gw) -> QueryStatus:
                 }
             },
         },
-        **errors(401, 404),
+        **errors(400, 401, 404),
     },
     summary="Stream tokens, then the answer",
 )
@@ -120,7 +136,8 @@ async def stream(
 ) -> EventSourceResponse:
     """Replays what was already streamed (after `Last-Event-ID`), then follows the query to its end."""
     rec = gw.record(p, query_id)
-    return EventSourceResponse(gw.events(rec, last_event_id), ping=15)
+    after = parse_last_event_id(last_event_id)  # before the stream starts: a bad id is a 400, not a 200
+    return EventSourceResponse(gw.events(rec, after), ping=15)
 
 
 @queries.post(
@@ -129,9 +146,9 @@ async def stream(
     responses=errors(401, 413, 429, 502, 503, 504),
     summary="Ask and wait for the answer",
 )
-async def answer(body: QueryRequest, p: Caller, gw: Gw) -> Answer:
+async def answer(body: QueryRequest, p: Caller, gw: Gw, cid: CorrelationId) -> Answer:
     """Blocking: submits the query and returns the final answer (for simple clients)."""
-    rec, _ = await gw.submit(p, body)
+    rec, _ = await gw.submit(p, body, cid)
     return await gw.answer(rec)
 
 

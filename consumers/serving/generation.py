@@ -12,6 +12,7 @@ Citations name only chunks that were in the prompt.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, Qu
 from schemas.topics import ANSWERS, CONSUMERS
 
 SPEC = CONSUMERS["generation"]
+log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream.generation")
 PROMPT_TOKENS = Histogram(
     "ragstream_prompt_tokens",
@@ -266,6 +268,16 @@ def build_handler(gen: Generator, send: Send):
                 try:
                     final = await gen.answer(ev, send)
                 except Exception as exc:
+                    # The text is for logs and spans (and the event's internal `reason`); the gateway
+                    # shows clients a code and the correlation id only.
+                    log.warning(
+                        "generation failed: query %s (correlation %s): %s: %s",
+                        ev.query.query_id,
+                        ev.correlation_id,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    trace.get_current_span().record_exception(exc)
                     final = QueryFailed(
                         **ev.caused(producer="generation"),
                         query_id=ev.query.query_id,

@@ -64,6 +64,7 @@ async def run_worker(
     settings: Settings,
     *,
     metrics_port: int | None = None,
+    metrics_host: str | None = None,
     group: str | None = None,
     **overrides: Any,
 ) -> None:
@@ -79,7 +80,10 @@ async def run_worker(
         spec, handler, settings, group=group, max_batch=settings.index.consumer_batch_max, producer=producer
     )
     if metrics_port:
-        start_http_server(metrics_port)
+        # Loopback unless configured: the chart sets RAGSTREAM_TELEMETRY__METRICS_HOST for scraping.
+        host = metrics_host or settings.telemetry.metrics_host
+        start_http_server(metrics_port, addr=host)
+        log.info("%s /metrics on %s:%d", name, host, metrics_port)
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -213,10 +213,16 @@ async def test_failed_query_is_502_and_status_failed(env: Env) -> None:
 
     env.pub.auto_answer, env.pub.play = True, fail  # type: ignore[method-assign]
     r = await env.client.post("/v1/answer", json={"question": "q"}, headers=ALICE)
-    assert r.status_code == 502 and r.json() == {"detail": "generation: model down"}
+    cid = env.pub.events[-1].correlation_id
+    assert r.status_code == 502 and r.json()["error"] == {
+        "code": "query_failed",
+        "message": "the query could not be answered",
+        "correlation_id": cid,
+    }
+    assert "model down" not in r.text
     qid = env.pub.events[-1].query.query_id
     st = (await env.client.get(f"/v1/queries/{qid}", headers=ALICE)).json()
-    assert st["status"] == "failed" and st["error"] == {"stage": "generation", "reason": "model down"}
+    assert st["status"] == "failed" and st["error"] == r.json()["error"]
 
 
 async def test_deadline_gives_504() -> None:
@@ -243,7 +249,8 @@ async def test_other_tenant_or_user_gets_404(env: Env) -> None:
     for who in (bearer("globex", "alice"), bearer("acme", "bob"), {"X-API-Key": "k-acme"}):
         for path in (f"/v1/queries/{qid}", f"/v1/queries/{qid}/stream"):
             r = await env.client.get(path, headers=who)
-            assert r.status_code == 404 and r.json() == {"detail": "no such query"}, (who, path)
+            assert r.status_code == 404 and r.json()["detail"] == "no such query", (who, path)
+            assert r.json()["error"]["code"] == "not_found", (who, path)
     assert (await env.client.get("/v1/queries/nope", headers=ALICE)).status_code == 404
     assert (await env.client.get(f"/v1/queries/{qid}", headers=ALICE)).status_code == 200
 

@@ -112,7 +112,7 @@ def test_security_schemes(doc: dict[str, Any]) -> None:
         ("/v1/queries", "post", {"202", "401", "413", "422", "429", "503"}),
         ("/v1/answer", "post", {"200", "401", "413", "422", "429", "502", "503", "504"}),
         ("/v1/queries/{query_id}", "get", {"200", "401", "404", "422"}),
-        ("/v1/queries/{query_id}/stream", "get", {"200", "401", "404", "422"}),
+        ("/v1/queries/{query_id}/stream", "get", {"200", "400", "401", "404", "422"}),
     ],
 )
 def test_every_outcome_is_documented(doc: dict[str, Any], path: str, method: str, codes: set[str]) -> None:
