@@ -146,7 +146,11 @@ def ask(
                 f"  [{c['citation_id']}] {c['title'] or c['document_id']} (chunk {c['chunk_id'][:8]})"
             )
     if result["error"]:
-        err.print(f"[red]query failed[/] {result['error']['stage']}: {result['error']['reason']}")
-        if "deadline" in result["error"]["reason"] and request_class == "interactive":
+        e = result["error"]  # {code, message, correlation_id}: no internals reach a client
+        err.print(
+            f"[red]query failed[/] {e.get('code')}: {e.get('message')} "
+            f"(correlation id {e.get('correlation_id')})"
+        )
+        if e.get("code") == "deadline_exceeded" and request_class == "interactive":
             err.print("a slow model may need more time: try --class batch")
         raise typer.Exit(1)
