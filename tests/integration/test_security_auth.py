@@ -128,8 +128,8 @@ async def test_forged_tokens_are_refused_and_publish_nothing(env: Env) -> None:
     for name, token in forged.items():
         r = await _answer(env, token)
         assert r.status_code == 401, (name, r.status_code, r.text)
-        body = r.json()  # error shape: see gateway/routes.py
-        assert body, name
+        body = r.json()
+        assert body["error"]["code"] and body["error"]["correlation_id"], (name, body)
         assert "KESTREL" not in r.text
     after = {r.key for r in await read_all(env.s.kafka, QUERIES_REQUESTED.name)}
     assert after == before  # nothing refused reached Kafka
