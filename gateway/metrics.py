@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.models import ErrorCode
+
 REQUESTS = Counter("ragstream_gateway_requests", "HTTP requests by route and status", ["route", "status"])
-# The closed set of `reason` label values (also the `code` of the error body; `gateway.models.ErrorCode`).
-REJECTION_REASONS = (
-    "unauthorized",
-    "not_found",
-    "bad_request",
-    "invalid",
-    "too_large",
-    "tenant_inflight",
-    "tenant_lag",
-    "inflight",
-    "lag",
-    "unavailable",
-    "deadline_exceeded",
-    "query_failed",
-    "internal",
-)
+# The closed set of `reason` label values: every error `code` of the body (`gateway.models.ErrorCode`),
+# plus `invalid` (422, whose body is FastAPI's validation list).
+REJECTION_REASONS = (*get_args(ErrorCode), "invalid")
 REJECTED = Counter(
     "ragstream_gateway_rejections",
     "Requests refused (before reaching Kafka) or failed, by reason",

@@ -27,7 +27,7 @@ from schemas.errors import decode
 from schemas.ingestion import Acl
 from schemas.topics import QUERIES_REQUESTED
 from tests.support.kafka import read_all
-from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
+from tests.support.pipeline import Harness, document_indexed, eventually, isolated_pipeline_settings
 
 pytestmark = pytest.mark.integration
 ALL = ("normalizer", "chunker", "embedder", "retrieval", "rerank", "generation")
@@ -53,14 +53,6 @@ class Env:
         return {"Authorization": f"Bearer {self.token(tenant, user, **kw)}"}
 
 
-def _indexed(h: Harness, tenant: str, doc: str) -> bool:
-    """The document's state is written (its tenant may not exist in either collection yet)."""
-    try:
-        return h.store.has_tenant(tenant) and h.store.get_state(tenant, doc) is not None
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     s = isolated_pipeline_settings(settings, uuid.uuid4().hex[:10])
@@ -77,7 +69,7 @@ async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFac
                     acl=Acl(groups=("everyone",)),
                 )
         for tenant, doc in DOCS:
-            await eventually(lambda t=tenant, d=doc: _indexed(h, t, d))
+            await eventually(lambda t=tenant, d=doc: document_indexed(h, t, d))
         async with serve_in_process(create_app(s)) as url:
             yield Env(h, s, url)
 

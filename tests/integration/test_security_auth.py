@@ -35,7 +35,7 @@ from schemas.ingestion import Acl
 from schemas.topics import QUERIES_REQUESTED
 from tests.support.jwt_forge import hs256_by_hand
 from tests.support.kafka import read_all
-from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
+from tests.support.pipeline import Harness, document_indexed, eventually, isolated_pipeline_settings
 
 pytestmark = pytest.mark.integration
 ALL = ("normalizer", "chunker", "embedder", "retrieval", "rerank", "generation")
@@ -70,13 +70,6 @@ class Env:
         return jwt.encode(self.claims(**over), self.key, algorithm="RS256", headers={"kid": "idp-1"})
 
 
-def _indexed(h: Harness, tenant: str, doc: str) -> bool:
-    try:
-        return h.store.has_tenant(tenant) and h.store.get_state(tenant, doc) is not None
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     tmp = tmp_path_factory.mktemp("sec-auth")
@@ -96,7 +89,7 @@ async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFac
                 mime_type="text/markdown",
                 acl=Acl(groups=("finance",)),
             )
-        await eventually(lambda: _indexed(h, "victim", "payroll.md"))
+        await eventually(lambda: document_indexed(h, "victim", "payroll.md"))
         async with serve_in_process(create_app(s)) as url:
             yield Env(s, url, key)
 

@@ -16,12 +16,20 @@ from ragstream.settings import Settings
 from schemas.ingestion import Acl
 from tests.support.kafka import create_topics, isolated
 
-__all__ = ["Harness", "drop_index", "eventually", "isolated_pipeline_settings"]
+__all__ = ["Harness", "document_indexed", "drop_index", "eventually", "isolated_pipeline_settings"]
 
 
 def isolated_pipeline_settings(settings: Settings, unique: str, **changes: Any) -> Settings:
     index = settings.index.model_copy(update={"generation": f"t{unique}"})
     return isolated(settings, unique, partitions=2, index=index, **changes)
+
+
+def document_indexed(h: Harness, tenant: str, doc: str) -> bool:
+    """The document's state is written (its tenant may not exist in either collection yet)."""
+    try:
+        return h.store.has_tenant(tenant) and h.store.get_state(tenant, doc) is not None
+    except Exception:
+        return False
 
 
 class Harness:
