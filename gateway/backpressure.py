@@ -133,6 +133,20 @@ class Admission:
             await self.refresh()
 
 
+class StaticLag:
+    """An in-memory LagProbe whose lag is whatever `value` is set to (component tests, local tools)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def lag(self) -> int:
+        return self.value
+
+
 class KafkaLagProbe:
     """Committed offsets of the serving groups vs the end offsets of their input topics."""
 

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.auth import mint_token
+from gateway.backpressure import StaticLag
 from gateway.client import parse_sse
 from gateway.hub import AnswerHub
 from ragstream.settings import AuthSettings, ServingSettings, Settings
@@ -69,18 +70,6 @@ class RecordingPublisher:
         self.hub.dispatch(answered(ev.tenant_id, q.query_id, q.caller.subject))
 
 
-class FakeLag:
-    def __init__(self) -> None:
-        self.value = 0
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def lag(self) -> int:
-        return self.value
-
-
 def answered(tenant: str, qid: str, subject: str) -> QueryAnswered:
     return QueryAnswered(
         tenant_id=tenant,
@@ -108,12 +97,12 @@ class Env:
     client: httpx.AsyncClient
     pub: RecordingPublisher
     hub: AnswerHub
-    lag: FakeLag
+    lag: StaticLag
 
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    pub, hub, lag = RecordingPublisher(), AnswerHub(), FakeLag()
+    pub, hub, lag = RecordingPublisher(), AnswerHub(), StaticLag()
     pub.hub = hub
     app = create_app(SETTINGS, publisher=pub, hub=hub, lag_probe=lag, lag_interval_s=3600)
     async with (
@@ -230,7 +219,7 @@ async def test_deadline_gives_504() -> None:
         update={"serving": SETTINGS.serving.model_copy(update={"interactive_deadline_s": 0.2})}
     )
     pub, hub = RecordingPublisher(), AnswerHub()
-    app = create_app(s, publisher=pub, hub=hub, lag_probe=FakeLag())
+    app = create_app(s, publisher=pub, hub=hub, lag_probe=StaticLag())
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,
@@ -391,7 +380,7 @@ async def test_health_ready_metrics(env: Env) -> None:
 async def test_not_ready_before_start() -> None:
     hub = AnswerHub()
     hub.ready = False
-    app = create_app(SETTINGS, publisher=RecordingPublisher(), hub=hub, lag_probe=FakeLag())
+    app = create_app(SETTINGS, publisher=RecordingPublisher(), hub=hub, lag_probe=StaticLag())
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c,

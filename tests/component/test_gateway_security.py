@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from consumers.serving.generation import Generator, build_handler
 from gateway.app import create_app
 from gateway.auth import mint_token
+from gateway.backpressure import StaticLag
 from gateway.client import parse_sse
 from gateway.hub import AnswerHub
 from ragstream.adapters.llm import OpenAIChat
@@ -73,25 +74,13 @@ class Publisher:
             asyncio.get_running_loop().call_later(0.01, lambda: asyncio.create_task(play(event)))
 
 
-class Lag:
-    def __init__(self) -> None:
-        self.value = 0
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def lag(self) -> int:
-        return self.value
-
-
 @dataclass
 class Env:
     app: FastAPI
     client: httpx.AsyncClient
     pub: Publisher
     hub: AnswerHub
-    lag: Lag
+    lag: StaticLag
 
     async def submit(self, tenant: str, **body: Any) -> httpx.Response:
         return await self.client.post(
@@ -104,7 +93,7 @@ class Env:
 
 
 async def _env(settings: Settings) -> AsyncIterator[Env]:
-    pub, hub, lag = Publisher(), AnswerHub(), Lag()
+    pub, hub, lag = Publisher(), AnswerHub(), StaticLag()
     app = create_app(settings, publisher=pub, hub=hub, lag_probe=lag, lag_interval_s=3600)
     async with (
         app.router.lifespan_context(app),
