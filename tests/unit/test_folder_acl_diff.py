@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,9 @@ import pytest
 from consumers.ingestion.embedder import Indexer, apply_batch
 from producers.folder import Manifest, diff, load_manifest, manifest_path, save_manifest
 from ragstream.adapters.embedder import HashEmbedder
-from ragstream.adapters.store import ChunkRecord, DocumentState
+from ragstream.adapters.store import DocumentState
 from schemas.ingestion import Acl, ChunkPayload, DocumentChunked, DocumentFacts, DocumentIndexed
+from tests.support.memory_store import MemoryStore
 
 STAFF = Acl(groups=("staff",))
 FINANCE = Acl(groups=("finance",))
@@ -126,50 +126,6 @@ def test_missing_or_corrupt_manifest_is_empty(tmp_path: Path) -> None:
 # (the embedder's unchanged-content dedupe must not swallow it).
 
 
-class AclMemoryStore:
-    """The slice of WeaviateStore the Indexer uses, in memory, with in-place ACL rewrites."""
-
-    chunks_name = "MemChunks"
-
-    def __init__(self) -> None:
-        self.states: dict[tuple[str, str], DocumentState] = {}
-        self.chunks: dict[tuple[str, str], tuple[ChunkRecord, np.ndarray]] = {}
-        self.tenants: set[str] = set()
-
-    def ensure_tenant(self, tenant: str) -> None:
-        self.tenants.add(tenant)
-
-    def has_tenant(self, tenant: str) -> bool:
-        return tenant in self.tenants
-
-    def get_state(self, tenant: str, document_id: str) -> DocumentState | None:
-        return self.states.get((tenant, document_id))
-
-    def put_state(self, tenant: str, state: DocumentState) -> None:
-        self.states[(tenant, state.document_id)] = state
-
-    def write_chunks(self, tenant: str, records: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
-        for r, v in zip(records, vectors, strict=True):
-            self.chunks[(tenant, r.chunk_id)] = (r, v)
-
-    def chunk_ids_of(self, tenant: str, document_id: str) -> list[str]:
-        return [c for (t, c), (r, _) in self.chunks.items() if t == tenant and r.document_id == document_id]
-
-    def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> int:
-        for cid in chunk_ids:
-            self.chunks.pop((tenant, cid), None)
-        return len(chunk_ids)
-
-    def update_acl(
-        self, tenant: str, chunk_ids: Sequence[str], principals: Sequence[str], groups: Sequence[str]
-    ) -> int:
-        for cid in chunk_ids:
-            r, v = self.chunks[(tenant, cid)]
-            update = {"acl_principals": tuple(principals), "acl_groups": tuple(groups)}
-            self.chunks[(tenant, cid)] = (r.model_copy(update=update), v)
-        return len(chunk_ids)
-
-
 class CountingEmbedder(HashEmbedder):
     def __init__(self) -> None:
         super().__init__(16)
@@ -192,7 +148,7 @@ def _chunked(acl: Acl, sha: str = "sha-1") -> DocumentChunked:
 
 
 def test_same_content_upsert_with_new_acl_rewrites_acl_without_embedding() -> None:
-    store, emb = AclMemoryStore(), CountingEmbedder()
+    store, emb = MemoryStore(), CountingEmbedder()
     indexer = Indexer(store, emb, "g1")  # type: ignore[arg-type]
     apply_batch(indexer, [_chunked(STAFF)])
     assert emb.texts == 1
@@ -207,7 +163,7 @@ def test_same_content_upsert_with_new_acl_rewrites_acl_without_embedding() -> No
 
 
 def test_same_content_upserts_with_two_acls_in_one_batch_end_with_the_last() -> None:
-    store, emb = AclMemoryStore(), CountingEmbedder()
+    store, emb = MemoryStore(), CountingEmbedder()
     indexer = Indexer(store, emb, "g1")  # type: ignore[arg-type]
     apply_batch(indexer, [_chunked(STAFF), _chunked(FINANCE)])
     assert store.get_state("t1", "doc.md").acl_groups == ("finance",)  # type: ignore[union-attr]
