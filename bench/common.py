@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from application.stack.secrets import load_settings
 from ragstream.adapters.store import drop_index
 from ragstream.runtime.kafka_admin import drop_topics
 from ragstream.settings import Settings
-from ragstream.stack.secrets import load_settings
 
 
 def isolated_settings(base: Settings | None = None, partitions: int = 2) -> Settings:

@@ -18,17 +18,19 @@ import json
 import time
 from pathlib import Path
 
+from application.pipeline import LocalPipeline
 from bench.common import cleanup, isolated_settings, pct
-from consumers.ingestion.embedder import embed_text
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
+from ragstream.adapters.tokenizer import default_tokenizer
 from ragstream.core.chunk import ChunkingPolicy, chunk
 from ragstream.core.normalize import detect_mime, normalize
-from ragstream.core.tokenizer import default_tokenizer
+from ragstream.indexing.indexer import embed_text
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
-from ragstream.runtime.pipeline import LocalPipeline
 from schemas.ingestion import Acl
+from schemas.topics import INGESTION
 
 FAQ = Path("/usr/share/doc/debian/FAQ")
 
@@ -77,9 +79,7 @@ async def run(limit: int, fresh_docs: int) -> dict[str, object]:
     embedder.embed(texts[:64])  # warm-up
     raw_before = _raw_rate(embedder, texts)
 
-    pipeline = await LocalPipeline(
-        s, ("normalizer", "chunker", "embedder"), {"*": {"embedder": embedder}}
-    ).start()
+    pipeline = await LocalPipeline(s, INGESTION, Deps(s, embedder=embedder)).start()
     watcher = ReceiptWatcher(s)
     await watcher.start()
     # Steady state only: the consumers' first group join is start-up, not throughput.

@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from application.compose import MODULES, run_worker, wire
+from application.pipeline import INGESTION, SERVING, LocalPipeline
 from bench.common import cleanup, isolated_settings, pct
 from gateway.app import create_app
 from gateway.auth import Principal, mint_token
@@ -40,9 +42,8 @@ from gateway.server import serve_in_process
 from producers.folder_publish import publish_folder
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
 from ragstream.adapters.llm import ExtractiveStub
-from ragstream.runtime.app import build, run_worker
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics, group_id
-from ragstream.runtime.pipeline import INGESTION, SERVING, LocalPipeline
 from ragstream.runtime.worker import Outbound, Producer
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
@@ -196,7 +197,7 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
     total: list[float] = []
     failed: list[str] = []
     abstained = 0
-    pipeline = await LocalPipeline(s2, SERVING, {"*": {"embedder": embedder}}, group_suffix=suffix).start()
+    pipeline = await LocalPipeline(s2, SERVING, Deps(s2, embedder=embedder), group_suffix=suffix).start()
     try:
         token = mint_token(s2.auth, TENANT, USER.subject)
         app = create_app(s2, lag_probe=KafkaLagProbe(s2, group_suffix=suffix))
@@ -227,8 +228,8 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
 
 def _serve(name: str, s: Settings, suffix: str) -> None:
     """One serving consumer in its own process, as its Deployment runs it (stub generator)."""
-    extra: dict[str, Any] = {"llm": ExtractiveStub()} if name == "generation" else {}
-    asyncio.run(run_worker(name, s, group=group_id(s.kafka, name, suffix), **extra))
+    deps = Deps(s, llm=ExtractiveStub())
+    asyncio.run(run_worker(name, s, group=group_id(s.kafka, name, suffix), deps=deps))
 
 
 def _start_processes(s: Settings, suffix: str) -> list[BaseProcess]:
@@ -248,13 +249,12 @@ def _stop_processes(procs: list[BaseProcess]) -> None:
             p.kill()
 
 
-def _stages(s: Settings, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _stages(deps: Deps) -> dict[str, Any]:
     """The serving stages built in this process, for the in-process side of the comparison."""
     out = {}
     for name in SERVING:
-        producer = Producer(s, output_compression(CONSUMERS[name]))
-        _, extras = build(name, s, producer, **{**overrides["*"], **overrides.get(name, {})})
-        out[name] = extras["component"]
+        producer = Producer(deps.settings, output_compression(CONSUMERS[name]))
+        out[name] = MODULES[name].component(wire(name, deps, producer).deps)
     return out
 
 
@@ -262,21 +262,18 @@ async def run(n: int, warmup: int, http_n: int, ttft_n: int, topology: str) -> d
     s = isolated_settings()
     await ensure_topics(s.kafka, desired_topics(s.kafka))
     embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
-    overrides: dict[str, dict[str, Any]] = {
-        "*": {"embedder": embedder},
-        "generation": {"llm": ExtractiveStub()},
-    }
+    deps = Deps(s, embedder=embedder, llm=ExtractiveStub())
     result: dict[str, Any] = {"topology": topology}
     # Own consumer groups: shared group ids would rebalance whenever another process joins or leaves them.
     suffix = "." + s.kafka.topic_prefix.rstrip(".")
     procs: list[BaseProcess] = []
     in_loop = INGESTION + SERVING if topology == "one-process" else INGESTION
-    pipeline = await LocalPipeline(s, in_loop, overrides, group_suffix=suffix).start()
+    pipeline = await LocalPipeline(s, in_loop, deps, group_suffix=suffix).start()
     try:
         if topology == "one-process":
             stages = pipeline.components
         else:  # as deployed: each serving consumer its own process; this one publishes and measures
-            stages = _stages(s, overrides)
+            stages = _stages(deps)
             procs = _start_processes(s, suffix)
         state = Path(f"/tmp/ragstream-bench-{uuid.uuid4().hex[:8]}")
         pub = await publish_folder(

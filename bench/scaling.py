@@ -32,7 +32,7 @@ import math
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from application.compose import wire
 from bench.common import cleanup, isolated_settings
 from producers.publisher import DocumentPublisher
-from ragstream.runtime.app import build
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
 from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
@@ -214,7 +215,7 @@ async def run_stage(
     *,
     budget_s: float,
     sample_s: float,
-    overrides: dict[str, Any],
+    deps: Deps,
     max_batch: int,
 ) -> StageResult:
     spec = CONSUMERS[name]
@@ -222,8 +223,8 @@ async def run_stage(
     res = StageResult(name, scaling)
     t = time.perf_counter()
     producer = Producer(settings, output_compression(spec))
-    handler, extras = await asyncio.to_thread(build, name, settings, producer, **overrides)
-    worker = Worker(spec, handler, settings, group=group, max_batch=max_batch, producer=producer)
+    wired = await asyncio.to_thread(wire, name, replace(deps, settings=settings), producer)
+    worker = Worker(spec, wired.handler, settings, group=group, max_batch=max_batch, producer=producer)
     res.build_s = time.perf_counter() - t
     res.initial_lag = await probe.lag(group, spec.topic)
     t0 = time.monotonic()
@@ -262,8 +263,7 @@ async def run_stage(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        if "close" in extras:
-            extras["close"]()
+        wired.close()
     res.join_s = joined_at if joined_at is not None else res.samples[-1][0]
     res.final_lag = lag
     res.drained = worker.processed
@@ -366,7 +366,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from ragstream.adapters.embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(s.embedding, s.index.embedding_batch_size)
-    shared = {"embedder": embedder}
+    shared = Deps(s, embedder=embedder)
     t_all = time.perf_counter()
     try:
         await publish_documents(s, tenant, docs)
@@ -378,7 +378,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 probe,
                 budget_s=args.stage_budget_s,
                 sample_s=args.sample_s,
-                overrides=shared,
+                deps=shared,
                 max_batch=s.index.consumer_batch_max,
             )
         await publish_queries(s, tenant, docs, args.queries)
@@ -390,7 +390,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 probe,
                 budget_s=args.stage_budget_s,
                 sample_s=args.sample_s,
-                overrides=shared,
+                deps=shared,
                 max_batch=s.index.consumer_batch_max,
             )
         if await model_server_up(s):
@@ -407,7 +407,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 probe,
                 budget_s=args.generation_budget_s,
                 sample_s=args.sample_s,
-                overrides={},
+                deps=Deps(s),
                 max_batch=args.generation_batch,
             )
         else:

@@ -13,27 +13,50 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from producers.folder import walk
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from ragstream.core.normalize import detect_mime
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import ensure_topics, group_id
 from ragstream.runtime.queries import QueryClient
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
 from schemas.ingestion import INLINE_CONTENT_MAX_BYTES, Acl
 from schemas.serving import Caller, QueryRequested, QuerySpec
-from schemas.topics import CONSUMERS, QUERIES_REQUESTED
+from schemas.topics import CONSUMERS, INGESTION, QUERIES_REQUESTED, SERVING
 
 PipelineMode = Literal["auto", "local", "external"]
-SERVING = ("retrieval", "rerank", "generation")
-ALL = ("normalizer", "chunker", "embedder", *SERVING)
+ALL = (*INGESTION, *SERVING)
+
+
+class Launcher(Protocol):
+    """Starts consumers in this process: `application.pipeline.LocalPipeline` is one (the CLI passes
+    it). The evaluation plane never builds consumers itself; it asks whoever runs it."""
+
+    def __call__(
+        self, settings: Settings, names: Sequence[str], deps: Deps | None = None, group_suffix: str = ""
+    ) -> AbstractAsyncContextManager[Any]: ...
+
+
+class NoLauncherError(RuntimeError):
+    """A local pipeline was asked for but no launcher was given."""
+
+
+def need_launcher(launch: Launcher | None) -> Launcher:
+    if launch is None:
+        raise NoLauncherError(
+            "no local pipeline launcher: pass launch=application.pipeline.LocalPipeline, "
+            "or run against deployed consumers (pipeline='external')"
+        )
+    return launch
 
 
 class PromptCapture:
@@ -239,28 +262,22 @@ async def serving_pipeline(
     settings: Settings,
     mode: PipelineMode = "auto",
     *,
-    overrides: dict[str, dict[str, Any]] | None = None,
+    deps: Deps | None = None,
+    launch: Launcher | None = None,
     capture: PromptCapture | None = None,
     names: tuple[str, ...] = ALL,
 ) -> AsyncIterator[tuple[bool, PromptCapture | None]]:
-    """Yields (started_locally, capture). `local` always starts the consumers in this process,
-    `external` never does, `auto` starts them when none are deployed for these topics."""
+    """Yields (started_locally, capture). `local` always starts the consumers in this process (with
+    `launch`), `external` never does, `auto` starts them when none are deployed for these topics."""
     start = mode == "local" or (mode == "auto" and not await serving_is_deployed(settings))
     if not start:
         await ensure_topics(settings.kafka)
         yield False, capture
         return
-    from ragstream.runtime.pipeline import LocalPipeline
-
     cap = capture or PromptCapture()
-    ov = {k: dict(v) for k, v in (overrides or {}).items()}
-    ov.setdefault("generation", {}).setdefault("on_prompt", cap)
-    pipeline = LocalPipeline(settings, names, ov)
-    await pipeline.start()
-    try:
+    base = deps or Deps(settings)
+    async with need_launcher(launch)(settings, names, replace(base, on_prompt=base.on_prompt or cap)):
         yield True, cap
-    finally:
-        await pipeline.stop()
 
 
 @dataclass(frozen=True)

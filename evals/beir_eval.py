@@ -31,10 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from evals.asking import Launcher, need_launcher
 from evals.beir import BeirDataset, load_beir
 from evals.fusion import Scores, convex, doc_scores, pool_bm25, ranked, rocchio, zfuse
 from evals.metrics import summarize
+from ragstream.adapters.store import open_store
+from ragstream.ports import AccessFilter
 from ragstream.settings import Settings
+from schemas.topics import INGESTION
 
 MODES = ("bm25", "dense", "hybrid", "rerank")
 CANDIDATE_CHUNKS = 300  # chunks fetched per query and mode: enough distinct documents for recall@100
@@ -138,12 +142,12 @@ async def ensure_indexed(
     *,
     progress: Progress | None = None,
     timeout_s: float = 7200.0,
+    launch: Launcher | None = None,
 ) -> dict[str, Any]:
     """Publish the documents the tenant lacks through the ingestion pipeline and wait for every receipt."""
     from producers.publisher import DocumentPublisher
     from producers.receipts import ReceiptWatcher
     from ragstream.runtime.kafka_admin import ensure_topics
-    from ragstream.runtime.pipeline import INGESTION, LocalPipeline
     from schemas.ingestion import Acl
 
     t0 = time.monotonic()
@@ -157,8 +161,8 @@ async def ensure_indexed(
     s = ingest_settings(settings)
     await ensure_topics(s.kafka)
     acl = Acl(groups=(EVAL_GROUP,))
-    pipeline = LocalPipeline(s, INGESTION, group_suffix=INGEST_GROUP_SUFFIX)
-    await pipeline.start()
+    pipeline = need_launcher(launch)(s, INGESTION, None, INGEST_GROUP_SUFFIX)
+    await pipeline.__aenter__()
     watcher = ReceiptWatcher(s)
     await watcher.start()
     sent: dict[str, float] = {}
@@ -194,7 +198,7 @@ async def ensure_indexed(
         got = await watcher.wait_for(sent, timeout_s, tick)
     finally:
         await watcher.stop()
-        await pipeline.stop()
+        await pipeline.__aexit__(None, None, None)
     if len(got) < len(sent):
         raise TimeoutError(f"{len(got)} of {len(sent)} documents indexed within {timeout_s:.0f}s")
     return {
@@ -206,23 +210,18 @@ async def ensure_indexed(
 
 
 class Searcher:
-    """The retrieval worker's search (`ragstream.adapters.store.search`, ACL filter inside) per mode."""
+    """The retrieval worker's search (`ChunkStore.search`, ACL filter inside) per mode."""
 
     def __init__(self, store: Any, tenant: str, settings: Settings) -> None:
-        from ragstream.adapters.store import acl_filter
-
         self.store = store
         self.tenant = tenant
         self.cfg = settings.serving
-        self.acl = acl_filter((EVAL_SUBJECT,), (EVAL_GROUP,))
+        self.acl = AccessFilter((EVAL_SUBJECT,), (EVAL_GROUP,))
 
     def hits(
         self, text: str, vector: np.ndarray | None, mode: str, limit: int = CANDIDATE_CHUNKS
     ) -> list[Any]:
-        from ragstream.adapters.store import search
-
-        return search(
-            self.store,
+        return self.store.search(
             self.tenant,
             text,
             vector.tolist() if vector is not None else None,
@@ -355,17 +354,17 @@ async def evaluate_beir(
     *,
     progress: Progress | None = None,
     limit_queries: int | None = None,
+    launch: Launcher | None = None,
 ) -> BeirReport:
     """Ingest (or reuse) the corpus, run every judged test query per mode, summarize."""
     from ragstream.adapters.embedder import SentenceTransformerEmbedder
     from ragstream.core.rewrite import normalize_query
-    from ragstream.runtime.serving import open_store
 
     ds = await asyncio.to_thread(load_beir, directory)
     tenant = corpus_tenant(ds, settings)
     client, store = await asyncio.to_thread(open_store, settings)
     try:
-        ingest = await ensure_indexed(settings, ds, tenant, store, progress=progress)
+        ingest = await ensure_indexed(settings, ds, tenant, store, progress=progress, launch=launch)
         qids = sorted(ds.queries)[:limit_queries] if limit_queries else sorted(ds.queries)
         texts = [normalize_query(ds.queries[q], settings.serving.max_question_chars) for q in qids]
         embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.embedding)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from evals.asking import (
     Asked,
     GatewayAsker,
+    Launcher,
     PipelineMode,
     PromptCapture,
     SourceDoc,
@@ -41,6 +42,7 @@ from evals.asking import (
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from ragstream.core.acl import may_read
+from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
 from schemas.serving import Caller
@@ -422,7 +424,8 @@ async def run_leaks(
     *,
     tenants: tuple[str, str] = ("leaksuite-a", "leaksuite-b"),
     pipeline: PipelineMode = "auto",
-    overrides: dict[str, dict[str, Any]] | None = None,
+    deps: Deps | None = None,
+    launch: Launcher | None = None,
     capture: PromptCapture | None = None,
     strict: bool = False,
     generation: str | None = None,
@@ -456,7 +459,10 @@ async def run_leaks(
     ]
     results: list[ProbeResult] = []
     captured = False
-    async with serving_pipeline(settings, pipeline, overrides=overrides, capture=capture) as (_local, cap):
+    async with serving_pipeline(settings, pipeline, deps=deps, launch=launch, capture=capture) as (
+        _local,
+        cap,
+    ):
         captured = cap is not None
         await publish_and_wait(settings, sources, timeout_s=300)
         async with contextlib.AsyncExitStack() as stack:

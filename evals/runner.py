@@ -18,6 +18,7 @@ from typing import Any
 
 from evals.asking import (
     Asked,
+    Launcher,
     PipelineMode,
     PromptCapture,
     SourceDoc,
@@ -37,6 +38,7 @@ from evals.scoring import (
     unknown_metrics,
 )
 from ragstream.core.groundedness import GroundednessScorer
+from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
 
@@ -215,12 +217,10 @@ def _observe(asked: Asked, capture: PromptCapture | None) -> Observed:
     )
 
 
-def _config(
-    settings: Settings, started_locally: bool, captured: bool, overrides: Mapping[str, Any] | None
-) -> dict[str, Any]:
+def _config(settings: Settings, started_locally: bool, captured: bool, deps: Deps | None) -> dict[str, Any]:
     sv = settings.serving
-    llm = ((overrides or {}).get("generation") or {}).get("llm")
-    policy = ((overrides or {}).get("chunker") or {}).get("policy")
+    llm = deps.llm if deps is not None else None
+    policy = deps.policy if deps is not None else None
     return {
         "generation": settings.index.generation,
         "embedding_model": settings.embedding.model_id,
@@ -245,7 +245,8 @@ async def run_set(
     progress: bool = False,
     thresholds: Mapping[str, Threshold] | str | Path | None = None,
     pipeline: PipelineMode = "auto",
-    overrides: dict[str, dict[str, Any]] | None = None,
+    deps: Deps | None = None,
+    launch: Launcher | None = None,
     capture: PromptCapture | None = None,
     ingest: bool = True,
     concurrency: int = 1,
@@ -256,9 +257,10 @@ async def run_set(
 
     generation: the index generation to evaluate (passed on every query; a pipeline started here serves
     from it). pipeline: `auto` starts the consumers in this process unless serving consumers are deployed
-    for these topics; `local`/`external` force it. overrides: per-consumer build overrides for a local
-    pipeline (e.g. a chunking policy, the LLM). ingest: publish the set's corpus and inline documents
-    first (unchanged documents are no-ops) and wait until they are searchable.
+    for these topics; `local`/`external` force it. deps/launch: the adapters and the launcher of a local
+    pipeline (e.g. a chunking policy, the LLM; `application.pipeline.LocalPipeline`). ingest: publish
+    the set's corpus and inline documents first (unchanged documents are no-ops) and wait until they are
+    searchable.
     """
     qset = load_set(set_path)
     merged = resolve_thresholds(qset, thresholds)
@@ -267,7 +269,7 @@ async def run_set(
     run_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     scorer = GroundednessScorer()
     records: list[dict[str, Any]] = []
-    async with serving_pipeline(s, pipeline, overrides=overrides, capture=capture) as (local, cap):
+    async with serving_pipeline(s, pipeline, deps=deps, launch=launch, capture=capture) as (local, cap):
         if ingest:
             await publish_and_wait(s, set_documents(qset))
         views = await asyncio.to_thread(Views, s)
@@ -295,23 +297,22 @@ async def run_set(
         thresholds={**merged, **BUILTIN_THRESHOLDS},
         failures=failures,
         questions=records,
-        config=_config(s, local, cap is not None, overrides),
+        config=_config(s, local, cap is not None, deps),
     )
 
 
 def _bar(enabled: bool, total: int) -> Any:
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ragstream.cli.common import err
 
     bar = Progress(
         TextColumn("[bold]eval[/] {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=Console(stderr=True),  # progress on stderr: stdout's last line is the JSON result
         transient=True,
     )
     bar.start()

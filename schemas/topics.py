@@ -164,6 +164,10 @@ CONSUMERS: dict[str, ConsumerSpec] = {
     )
 }
 
+# The two chains, in event order (the planes a local pipeline hosts).
+INGESTION: tuple[str, ...] = ("normalizer", "chunker", "embedder")
+SERVING: tuple[str, ...] = ("retrieval", "rerank", "generation")
+
 
 def output_compression(consumer: ConsumerSpec) -> str | None:
     """Compression for a consumer's producer: that of the topic it writes (else the one it reads)."""

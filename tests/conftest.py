@@ -78,8 +78,8 @@ def _from_testcontainers(stack: list[Any]) -> Services:  # pragma: no cover - ne
 
 
 def _from_local_stack() -> Services:
-    from ragstream.stack.manager import Stack
-    from ragstream.stack.secrets import localize
+    from application.stack.manager import Stack
+    from application.stack.secrets import localize
 
     s = localize(Settings(), create=True)  # the stack's own secrets, as `ragstream stack up` makes them
     Stack(s).up(lambda _svc, _line: None)
@@ -114,7 +114,7 @@ def services() -> Iterator[Services]:
 def settings(services: Services) -> Settings:
     from pydantic import SecretStr
 
-    from ragstream.stack.secrets import localize
+    from application.stack.secrets import localize
 
     s = Settings(kafka=services.kafka, weaviate=services.weaviate)
     if services.source == "local-stack":

@@ -9,63 +9,20 @@ Idempotency: chunk ids = uuid5(tenant, document, source version, policy hash, po
 from __future__ import annotations
 
 import asyncio
-import time
 
-from ragstream.core.chunk import ChunkingPolicy, chunk
-from ragstream.core.normalize import NormalizedDocument, Section
-from ragstream.core.tokenizer import Tokenizer
-from ragstream.runtime.worker import Inbound, Outbound, event_key
-from schemas.ingestion import ChunkPayload, DocumentChunked, DocumentNormalized
+from ragstream.indexing.transforms import to_chunked
+from ragstream.runtime.deps import Deps, Need, required
+from ragstream.runtime.worker import Handler, Inbound, Outbound, event_key
+from schemas.ingestion import DocumentChunked, DocumentNormalized
 from schemas.topics import CONSUMERS
 
 SPEC = CONSUMERS["chunker"]
+NEEDS: tuple[Need, ...] = ("policy", "tokenizer")
 
 
-def version_of(ev: DocumentNormalized) -> str:
-    """The version chunk ids hang on: the source's version, else the content hash."""
-    return ev.facts.source_version or ev.facts.content_sha256[:16]
-
-
-def to_chunked(ev: DocumentNormalized, policy: ChunkingPolicy, tokenizer: Tokenizer) -> DocumentChunked:
-    started = time.perf_counter()
-    doc = NormalizedDocument(
-        title=ev.facts.title,
-        mime_type=ev.facts.mime_type,
-        normalizer_version=ev.normalizer_version,
-        content_sha256=ev.facts.content_sha256,
-        text_sha256=ev.text_sha256,
-        sections=tuple(Section(heading_path=s.heading_path, text=s.text) for s in ev.sections),
-    )
-    chunks = chunk(
-        doc,
-        policy,
-        tokenizer,
-        tenant_id=ev.tenant_id,
-        document_id=ev.facts.document_id,
-        source_version=version_of(ev),
-    )
-    payloads = tuple(
-        ChunkPayload(
-            chunk_id=c.chunk_id,
-            position=c.position,
-            text=c.text,
-            heading_path=c.heading_path,
-            token_count=c.token_count,
-        )
-        for c in chunks
-    )
-    return DocumentChunked(
-        **ev.caused(producer="chunker"),
-        facts=ev.facts,
-        normalizer_version=ev.normalizer_version,
-        policy_hash=policy.policy_hash,
-        policy_name=policy.name,
-        chunks=payloads,
-        timings_ms={"normalize": ev.normalize_ms, "chunk": (time.perf_counter() - started) * 1000},
-    )
-
-
-def build_handler(policy: ChunkingPolicy, tokenizer: Tokenizer):
+def build_handler(deps: Deps) -> Handler:
+    policy = required(deps.policy, "policy")
+    tokenizer = required(deps.tokenizer, "tokenizer")
     out_topic = SPEC.output
     assert out_topic is not None
 

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from ragstream.adapters.llm import ChatModel, Usage
-from ragstream.adapters.store import DocumentState, WeaviateStore
 from ragstream.core.acl import may_read, passage_allowed
 from ragstream.core.cite import MARKER, cited_ids, is_abstention, shape_citations
 from ragstream.core.groundedness import GroundednessScorer, split_sentences
 from ragstream.core.prompt import ABSTAIN, Prompt, PromptDecision, TokenCounter, approx_tokens, assemble
 from ragstream.generations.routing import GenerationRouter
+from ragstream.ports import ChatModel, ChunkStore, DocumentState, Usage
 from ragstream.runtime import metrics
-from ragstream.runtime.worker import Inbound, Outbound
+from ragstream.runtime.deps import Deps, Need, Send, required
+from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
 from ragstream.telemetry import within
 from schemas.envelope import utcnow
@@ -36,6 +36,7 @@ from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, Qu
 from schemas.topics import ANSWERS, CONSUMERS
 
 SPEC = CONSUMERS["generation"]
+NEEDS: tuple[Need, ...] = ("store", "llm", "send", "router")
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream.generation")
 PROMPT_TOKENS = Histogram(
@@ -71,12 +72,10 @@ CITATION_SUPPORT = Histogram(
     buckets=(0.0, 0.25, 0.5, 0.75, 0.9, 1.0),
 )
 
-Send = Callable[[Sequence[Outbound]], Awaitable[None]]
-
 
 @dataclass
 class Generator:
-    store: WeaviateStore | None
+    store: ChunkStore | None
     llm: ChatModel
     cfg: ServingSettings
     count_tokens: TokenCounter = approx_tokens
@@ -258,7 +257,21 @@ class Generator:
         return round(result.supported_share, 4)
 
 
-def build_handler(gen: Generator, send: Send):
+def component(deps: Deps) -> Generator:
+    return Generator(
+        required(deps.store, "store") if deps.second_check else None,
+        required(deps.llm, "llm"),
+        deps.settings.serving,
+        on_prompt=deps.on_prompt,
+        router=deps.router,
+    )
+
+
+def build_handler(deps: Deps) -> Handler:
+    return handler_for(component(deps), required(deps.send, "send"))
+
+
+def handler_for(gen: Generator, send: Send) -> Handler:
     async def handle(items: list[Inbound]) -> list[Outbound]:
         outs: list[Outbound] = []
         for item in items:

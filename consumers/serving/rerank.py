@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from ragstream.adapters.reranker import Reranker
-from ragstream.runtime.worker import Inbound, Outbound
+from ragstream.ports import Reranker
+from ragstream.runtime.deps import Deps, Need, required
+from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
 from ragstream.telemetry import within
 from schemas.envelope import utcnow
@@ -25,6 +26,7 @@ from schemas.serving import QueryReranked, QueryRetrieved
 from schemas.topics import CONSUMERS
 
 SPEC = CONSUMERS["rerank"]
+NEEDS: tuple[Need, ...] = ("reranker",)
 LATENCY = Histogram("ragstream_rerank_latency_seconds", "Reranker scoring time", ["reranker"])
 FALLBACKS = Counter("ragstream_rerank_fallbacks", "Reranks skipped to keep a deadline", ["request_class"])
 RERANK_TOP_K = Histogram(
@@ -86,7 +88,15 @@ class RerankStage:
         )
 
 
-def build_handler(stage: RerankStage):
+def component(deps: Deps) -> RerankStage:
+    return RerankStage(required(deps.reranker, "reranker"), deps.settings.serving)
+
+
+def build_handler(deps: Deps) -> Handler:
+    return handler_for(component(deps))
+
+
+def handler_for(stage: RerankStage) -> Handler:
     out_topic = SPEC.output
     assert out_topic is not None
 

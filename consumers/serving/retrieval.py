@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from ragstream.adapters.embedder import Embedder
-from ragstream.adapters.store import DocumentState, SearchHit, WeaviateStore, acl_filter, search
+from ragstream.adapters.store import STORE_TRANSIENT
 from ragstream.core.acl import caller_terms
 from ragstream.core.rewrite import normalize_query
 from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
-from ragstream.runtime.worker import Inbound, Outbound, TransientError
+from ragstream.ports import AccessFilter, ChunkStore, DocumentState, Embedder, SearchHit
+from ragstream.runtime.deps import Deps, Need, required
+from ragstream.runtime.errors import TransientError
+from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
 from ragstream.telemetry import score_summary, within
 from schemas.envelope import utcnow
@@ -30,6 +32,7 @@ from schemas.serving import Passage, QueryFailed, QueryRequested, QueryRetrieved
 from schemas.topics import ANSWERS, CONSUMERS
 
 SPEC = CONSUMERS["retrieval"]
+NEEDS: tuple[Need, ...] = ("store", "embedder", "router")
 RESULTS = Histogram(
     "ragstream_retrieval_results",
     "Passages returned per query",
@@ -50,7 +53,7 @@ TOP_K = Histogram(
 
 @dataclass
 class Retriever:
-    store: WeaviateStore
+    store: ChunkStore
     embedder: Embedder
     cfg: ServingSettings
     generation: str
@@ -98,13 +101,12 @@ class Retriever:
             timings["embed"] = (time.perf_counter() - t0) * 1000
             principals, groups = caller_terms(q.caller)
             limit = max(q.top_k, self.cfg.candidate_k)
-            hits = search(
-                route.store,
+            hits = route.store.search(
                 ev.tenant_id,
                 text,
                 vector,
                 limit=limit,
-                acl=acl_filter(principals, groups) if self.acl_in_search else None,
+                acl=AccessFilter(tuple(principals), tuple(groups)) if self.acl_in_search else None,
                 filters=q.filters,
                 mode=q.mode,
                 alpha=self.cfg.hybrid_alpha,
@@ -156,7 +158,22 @@ class Retriever:
         )
 
 
-def build_handler(retriever: Retriever):  # returns the worker's Handler
+def component(deps: Deps) -> Retriever:
+    return Retriever(
+        required(deps.store, "store"),
+        required(deps.embedder, "embedder"),
+        deps.settings.serving,
+        deps.settings.index.generation,
+        acl_in_search=deps.acl_in_search,
+        router=deps.router,
+    )
+
+
+def build_handler(deps: Deps) -> Handler:
+    return handler_for(component(deps))
+
+
+def handler_for(retriever: Retriever) -> Handler:
     out_topic = SPEC.output
     assert out_topic is not None
 
@@ -189,12 +206,8 @@ def build_handler(retriever: Retriever):  # returns the worker's Handler
                 reason=str(exc),
             )
             return [Outbound(ANSWERS.name, key, failed)]
-        except Exception as exc:
-            from consumers.ingestion.embedder import TRANSIENT
-
-            if isinstance(exc, TRANSIENT):
-                raise TransientError(f"weaviate: {exc}") from exc
-            raise
+        except STORE_TRANSIENT as exc:
+            raise TransientError(f"weaviate: {exc}") from exc
         _annotate(out)
         return [Outbound(out_topic, key, out)]
 

@@ -31,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from ragstream.adapters.llm import ChatModel, OpenAIChat, Usage
+from ragstream.adapters.llm import OpenAIChat
 from ragstream.core.cite import is_abstention, shape_citations
 from ragstream.core.prompt import ABSTAIN, assemble
+from ragstream.ports import ChatModel, Usage
 from ragstream.settings import Settings
 from schemas.serving import Passage
 

@@ -5,24 +5,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
+from ragstream.ports.models import Usage
 from ragstream.settings import LLMSettings
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class ChatModel(Protocol):
-    model: str
-
-    def stream(self, messages: list[dict[str, str]], max_tokens: int, usage: Usage) -> AsyncIterator[str]: ...
 
 
 class OpenAIChat:

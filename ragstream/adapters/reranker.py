@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 import httpx
 
-
-class Reranker(Protocol):
-    name: str
-
-    def score(self, query: str, texts: list[str]) -> list[float]: ...
+from ragstream.ports.models import Reranker
 
 
 class NoReranker:

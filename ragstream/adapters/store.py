@@ -18,57 +18,28 @@ from typing import Any
 
 import numpy as np
 import weaviate
-from pydantic import BaseModel, ConfigDict
+import weaviate.exceptions as wexc
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
 from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.collections import Collection
 
+from ragstream.ports.store import FILTERABLE, AccessFilter, ChunkRecord, DocumentState, SearchHit
 from ragstream.settings import Settings
 
 NS = uuid.UUID("6f1c3a52-7d0e-4b8e-9a8c-3b2f1d5e7a90")
 MAX_FETCH = 10_000
-
-
-class ChunkRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    chunk_id: str
-    document_id: str
-    position: int
-    text: str
-    title: str = ""
-    heading: str = ""
-    source_id: str = ""
-    source_version: str = ""
-    owner: str = ""
-    acl_principals: tuple[str, ...] = ()
-    acl_groups: tuple[str, ...] = ()
-    normalizer_version: str = ""
-    policy_hash: str = ""
-    embedding_model: str = ""
-    generation: str = ""
-    content_sha256: str = ""
-    ingested_at: datetime | None = None
-
-
-class DocumentState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    document_id: str
-    live_version: str
-    content_sha256: str = ""
-    policy_hash: str = ""
-    embedding_model: str = ""
-    normalizer_version: str = ""
-    chunk_ids: tuple[str, ...] = ()
-    acl_principals: tuple[str, ...] = ()
-    acl_groups: tuple[str, ...] = ()
-    source_id: str = ""
-    owner: str = ""
-    title: str = ""
-    generation: str = ""
-    indexed_at: datetime | None = None
-    source_occurred_at: datetime | None = None
+# Errors that may pass once Weaviate is reachable again (the worker retries them).
+STORE_TRANSIENT: tuple[type[BaseException], ...] = (
+    wexc.WeaviateConnectionError,
+    wexc.WeaviateTimeoutError,
+    wexc.UnexpectedStatusCodeError,
+    wexc.WeaviateQueryError,
+    wexc.WeaviateBatchError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 def _field(name: str, dt: DataType = DataType.TEXT, **kw: Any) -> Property:
@@ -316,17 +287,82 @@ class WeaviateStore:
     def metadata(self) -> MetadataQuery:
         return MetadataQuery(score=True, distance=True)
 
+    def search(
+        self,
+        tenant: str,
+        query: str,
+        vector: Sequence[float] | None,
+        *,
+        limit: int,
+        acl: AccessFilter | None,
+        filters: dict[str, str] | None = None,
+        mode: str = "hybrid",
+        alpha: float = 0.5,
+        fusion: str = "relative_score",
+    ) -> list[SearchHit]:
+        """See `ChunkStore.search`: the ACL becomes a where-filter Weaviate applies inside the search."""
+        from weaviate.classes.query import HybridFusion
+
+        q_vec = np.asarray(vector, dtype=np.float32) if vector is not None else None
+        where = acl_filter(acl.principals, acl.groups) if acl is not None else None
+        extra = request_filter(filters or {})
+        if extra is not None:
+            where = extra if where is None else Filter.all_of([where, extra])
+        coll = self.chunks(tenant)
+        meta = MetadataQuery(score=True, distance=True)
+        with_vec = vector is not None
+        if mode == "bm25":
+            res = coll.query.bm25(
+                query=query,
+                query_properties=["title", "heading", "text"],
+                limit=limit,
+                filters=where,
+                return_metadata=meta,
+                include_vector=with_vec,
+            )
+        elif mode == "dense":
+            res = coll.query.near_vector(
+                near_vector=list(vector or []),
+                limit=limit,
+                filters=where,
+                return_metadata=meta,
+                include_vector=with_vec,
+            )
+        else:
+            res = coll.query.hybrid(
+                query=query,
+                vector=list(vector) if vector is not None else None,
+                alpha=alpha,
+                limit=limit,
+                query_properties=["title", "heading", "text"],
+                filters=where,
+                return_metadata=meta,
+                fusion_type=HybridFusion.RELATIVE_SCORE
+                if fusion == "relative_score"
+                else HybridFusion.RANKED,
+                include_vector=with_vec,
+            )
+        hits = []
+        for o in res.objects:
+            score = (
+                o.metadata.score if o.metadata.score is not None else 1.0 - float(o.metadata.distance or 1.0)
+            )
+            relevance = None
+            if with_vec and o.vector.get("default") is not None:
+                # Both sides are unit-normalized, so the dot product is the cosine.
+                relevance = float(np.dot(np.asarray(o.vector["default"], dtype=np.float32), q_vec))
+            hits.append(
+                SearchHit(
+                    chunk_id=str(o.uuid),
+                    score=float(score or 0.0),
+                    properties=dict(o.properties),
+                    relevance=relevance,
+                )
+            )
+        return hits
+
 
 # --- search ---------------------------------------------------------------------------------------------
-FILTERABLE = {"document_id", "source_id", "owner", "source_version", "policy_hash"}
-
-
-class SearchHit(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    chunk_id: str
-    score: float
-    properties: dict[str, Any]
-    relevance: float | None = None
 
 
 def acl_filter(principals: Sequence[str], groups: Sequence[str]) -> Any:
@@ -350,77 +386,6 @@ def request_filter(filters: dict[str, str]) -> Any | None:
     return Filter.all_of(parts) if len(parts) > 1 else (parts[0] if parts else None)
 
 
-def search(
-    store: WeaviateStore,
-    tenant: str,
-    query: str,
-    vector: Sequence[float] | None,
-    *,
-    limit: int,
-    acl: Any | None,
-    filters: dict[str, str] | None = None,
-    mode: str = "hybrid",
-    alpha: float = 0.5,
-    fusion: str = "relative_score",
-) -> list[SearchHit]:
-    """BM25, dense or hybrid search in one tenant; `acl` is a where-filter applied inside the search."""
-    from weaviate.classes.query import HybridFusion
-
-    q_vec = np.asarray(vector, dtype=np.float32) if vector is not None else None
-    where = acl
-    extra = request_filter(filters or {})
-    if extra is not None:
-        where = extra if where is None else Filter.all_of([where, extra])
-    coll = store.chunks(tenant)
-    meta = MetadataQuery(score=True, distance=True)
-    with_vec = vector is not None
-    if mode == "bm25":
-        res = coll.query.bm25(
-            query=query,
-            query_properties=["title", "heading", "text"],
-            limit=limit,
-            filters=where,
-            return_metadata=meta,
-            include_vector=with_vec,
-        )
-    elif mode == "dense":
-        res = coll.query.near_vector(
-            near_vector=list(vector or []),
-            limit=limit,
-            filters=where,
-            return_metadata=meta,
-            include_vector=with_vec,
-        )
-    else:
-        res = coll.query.hybrid(
-            query=query,
-            vector=list(vector) if vector is not None else None,
-            alpha=alpha,
-            limit=limit,
-            query_properties=["title", "heading", "text"],
-            filters=where,
-            return_metadata=meta,
-            fusion_type=HybridFusion.RELATIVE_SCORE if fusion == "relative_score" else HybridFusion.RANKED,
-            include_vector=with_vec,
-        )
-    hits = []
-    for o in res.objects:
-        score = o.metadata.score if o.metadata.score is not None else 1.0 - float(o.metadata.distance or 1.0)
-        relevance = None
-        if with_vec and o.vector.get("default") is not None:
-            # Both sides are unit-normalized, so the dot product is the cosine.
-            relevance = float(np.dot(np.asarray(o.vector["default"], dtype=np.float32), q_vec))
-        hits.append(
-            SearchHit(
-                chunk_id=str(o.uuid),
-                score=float(score or 0.0),
-                properties=dict(o.properties),
-                relevance=relevance,
-            )
-        )
-    return hits
-
-
 def drop_index(settings: Settings) -> None:
     """Delete the configured generation's chunk and document-state collections (tests, benchmarks)."""
     from ragstream.adapters.weaviate_client import connect
@@ -433,3 +398,15 @@ def drop_index(settings: Settings) -> None:
             client.collections.delete(name)
     finally:
         client.close()
+
+
+def open_store(settings: Settings) -> tuple[weaviate.WeaviateClient, WeaviateStore]:
+    """A client and the store of the configured generation (the caller closes the client)."""
+    from ragstream.adapters.weaviate_client import connect
+    from ragstream.generations.names import documents_collection
+
+    index = settings.index
+    client = connect(settings.weaviate)
+    return client, WeaviateStore(
+        client, index.chunks_collection, documents_collection(index, index.generation)
+    )

@@ -16,10 +16,10 @@ from typing import Any
 import weaviate
 from weaviate.backup.backup import BackupStorage
 
-from consumers.generations.builder import builder_group
 from ragstream.generations import names
 from ragstream.generations.record import GenerationEvent
 from ragstream.generations.registry import Registry
+from ragstream.indexing.builder import builder_group
 from ragstream.runtime.kafka_admin import group_id
 from ragstream.settings import Settings
 from schemas.envelope import utcnow

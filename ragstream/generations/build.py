@@ -18,15 +18,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.generations.builder import (
-    BuildCounters,
-    TimedEmbedder,
-    build_handler,
-    builder_group,
-    builder_spec,
-)
-from consumers.ingestion.embedder import Indexer
-from ragstream.adapters.embedder import Embedder
 from ragstream.adapters.store import WeaviateStore
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.normalize import NORMALIZER_VERSION
@@ -40,6 +31,16 @@ from ragstream.generations.record import (
     default_name,
 )
 from ragstream.generations.registry import Registry
+from ragstream.indexing.builder import (
+    BuildCounters,
+    TimedEmbedder,
+    build_handler,
+    builder_group,
+    builder_spec,
+)
+from ragstream.indexing.indexer import Indexer
+from ragstream.ports import Embedder
+from ragstream.runtime.deps import chunking_policy
 from ragstream.runtime.kafka_admin import ensure_topics, partitions_of
 from ragstream.runtime.worker import Worker
 from ragstream.settings import KafkaSettings, Settings
@@ -48,13 +49,6 @@ from schemas.topics import SOURCE_CHANGES
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
-
-
-def settings_policy(settings: Settings) -> ChunkingPolicy:
-    """The chunking policy the live pipeline runs with (what `ragstream worker chunker` builds)."""
-    return ChunkingPolicy(
-        max_tokens=settings.ingest.chunk_max_tokens, overlap_tokens=settings.ingest.chunk_overlap_tokens
-    )
 
 
 async def end_offsets(kafka: KafkaSettings, topic: str = SOURCE_CHANGES.name) -> dict[int, int]:
@@ -173,7 +167,7 @@ def adopt_live(registry: Registry, settings: Settings, embedder: Embedder) -> st
         record = make_record(
             settings,
             source=None,
-            policy=settings_policy(settings),
+            policy=chunking_policy(settings),
             embedder=embedder,
             parent=None,
             name=gen,

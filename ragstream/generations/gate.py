@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ragstream.adapters.embedder import Embedder
-from ragstream.adapters.store import WeaviateStore, acl_filter, search
+from ragstream.adapters.store import WeaviateStore
 from ragstream.generations import names
+from ragstream.ports import AccessFilter, Embedder
 from ragstream.settings import Settings
 
 
@@ -46,44 +46,6 @@ class GateUnavailableError(RuntimeError):
     """The gate cannot run (no serving consumers to ask): promotion does not happen."""
 
 
-async def serving_answers(settings: Settings, timeout_s: float = 20.0) -> bool:
-    """Whether serving consumers answer at all: one probe query (a tenant that has no data) end to end."""
-    from ragstream.runtime.queries import QueryClient
-
-    try:
-        async with QueryClient(settings) as client:
-            out = await client.ask("ragstream-gate-probe", "gate", (), "probe", timeout_s=timeout_s)
-    except TimeoutError:
-        return False
-    return out["final"].type in ("QueryAnswered", "QueryFailed")
-
-
-async def runner_evaluator(settings: Settings, set_path: str, generation: str) -> EvalOutcome:
-    """The evaluation plane's runner (`evals.runner.run_set`) with the query pinned to `generation`."""
-    from evals.runner import run_set  # the evaluation plane; imported only when a set needs it
-
-    if not await serving_answers(settings):
-        raise GateUnavailableError(
-            "the gate asks the deployed serving consumers (retrieval, rerank, generation); none are running"
-        )
-    # The candidate is judged on what its build holds: the set's documents are not re-published (the
-    # live pipeline would index them under the live policy), and queries name the candidate explicitly.
-    result = await run_set(
-        settings, Path(set_path), generation=generation, progress=False, ingest=False, pipeline="external"
-    )
-    failures = [f if isinstance(f, str | int | float | dict | list) else str(f) for f in result.failures]
-    to_json = getattr(result, "to_json", None)
-    detail = to_json() if callable(to_json) else {}
-    return EvalOutcome(
-        set=set_path,
-        evaluator="evals.runner",
-        passed=bool(result.passed),
-        metrics={k: float(v) for k, v in dict(result.metrics).items() if isinstance(v, int | float)},
-        failures=failures,
-        detail=detail if isinstance(detail, dict) else {"result": detail},
-    )
-
-
 class RecallEvaluator:
     """Built-in: recall@k of expected documents, searched directly in the candidate's collection."""
 
@@ -102,7 +64,7 @@ class RecallEvaluator:
             names.chunks_collection(settings.index, generation),
             names.documents_collection(settings.index, generation),
         )
-        acl = acl_filter([spec.get("principal", "eval")], spec.get("groups", ["everyone"]))
+        acl = AccessFilter((spec.get("principal", "eval"),), tuple(spec.get("groups", ["everyone"])))
         failures: list[Any] = []
         recalls: list[float] = []
         empty = 0
@@ -111,8 +73,7 @@ class RecallEvaluator:
             docs: list[str] = []
             if store.has_tenant(tenant):
                 vector = self.embedder.embed([q["question"]])[0]
-                hits = search(
-                    store,
+                hits = store.search(
                     tenant,
                     q["question"],
                     vector,
@@ -150,7 +111,7 @@ class Gate:
         sets: tuple[str, ...],
         *,
         recall: Evaluator | None = None,
-        runner: Evaluator = runner_evaluator,
+        runner: Evaluator | None = None,
     ) -> None:
         self.sets = sets
         self.recall = recall
@@ -165,5 +126,7 @@ class Gate:
                     raise ValueError("a recall: set needs an embedder for the candidate's model")
                 outcomes.append(await self.recall(settings, path, generation))
             else:
+                if self.runner is None:
+                    raise ValueError(f"set {path!r} needs an evaluator (the evaluation plane's runner)")
                 outcomes.append(await self.runner(settings, path, generation))
         return outcomes

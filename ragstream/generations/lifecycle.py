@@ -15,10 +15,10 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.generations.builder import builder_group
 from ragstream.generations.gate import EvalOutcome, Gate
 from ragstream.generations.record import GenerationEvent, RegistryView
 from ragstream.generations.registry import Registry
+from ragstream.indexing.builder import builder_group
 from ragstream.settings import Settings
 
 

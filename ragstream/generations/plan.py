@@ -18,11 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from consumers.generations.builder import to_chunked_event
-from consumers.ingestion.embedder import embed_text
 from ragstream.adapters.embedder import Embedder
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.tokenizer import Tokenizer
+from ragstream.indexing.builder import to_chunked_event
+from ragstream.indexing.indexer import embed_text
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.runtime.worker import PermanentError
 from ragstream.settings import Settings

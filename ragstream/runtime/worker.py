@@ -29,6 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from ragstream.runtime import metrics
+from ragstream.runtime.errors import PermanentError, TransientError
 from ragstream.runtime.kafka_admin import group_id
 from ragstream.settings import Settings
 from ragstream.telemetry import STAGE_SPANS
@@ -39,18 +40,6 @@ from schemas.topics import TOPICS, ConsumerSpec, output_compression
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream.worker")
-
-
-class TransientError(Exception):
-    """Retry later; the effect may succeed once a dependency is back."""
-
-
-class PermanentError(Exception):
-    """This record can never succeed: dead-letter it with a reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from application.cli.gateway import ask_via_gateway
+from application.cli.main import app as cli
 from gateway.app import create_app
 from gateway.auth import Authenticator
 from gateway.hub import AnswerHub
 from gateway.server import serve_in_process
-from ragstream.cli.gateway import ask_via_gateway
-from ragstream.cli.main import app as cli
 from ragstream.settings import AuthSettings, Settings
 from schemas.serving import AnswerDelta, Citation, QueryAnswered, QueryRequested
 
@@ -79,7 +79,7 @@ async def gateway_url() -> AsyncIterator[tuple[str, PlayingPublisher]]:
 @pytest.fixture(autouse=True)
 def _cli_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # The CLI's settings are this module's (its own signing key), not the local stack's.
-    monkeypatch.setattr("ragstream.cli.gateway.settings", lambda: S)
+    monkeypatch.setattr("application.cli.gateway.settings", lambda: S)
 
 
 def test_token_command_mints_a_verifiable_token() -> None:

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from opentelemetry import context as otel_context
 from pydantic import SecretStr
 
-from consumers.serving.generation import Generator, build_handler
+from consumers.serving.generation import Generator, handler_for
 from gateway.app import create_app
 from gateway.auth import mint_token
 from gateway.backpressure import StaticLag
@@ -318,7 +318,7 @@ def _generation_pipeline(env: Env, port: int, finals: list[QueryFailed]) -> None
         for o in outs:
             env.hub.dispatch(o.event)
 
-    handle = build_handler(gen, send)
+    handle = handler_for(gen, send)
 
     async def play(ev: QueryRequested) -> None:
         passage = Passage(

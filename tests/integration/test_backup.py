@@ -20,24 +20,25 @@ from pathlib import Path
 
 import pytest
 
+from application.stack.process import ProcessRecord, spawn, stop
+from application.stack.secrets import localize
+from application.stack.services import WeaviateService
 from consumers.serving.retrieval import Retriever
 from ragstream.adapters.embedder import HashEmbedder
-from ragstream.adapters.store import ChunkRecord, DocumentState, WeaviateStore
+from ragstream.adapters.store import WeaviateStore
 from ragstream.adapters.weaviate_client import connect
 from ragstream.generations import names
 from ragstream.generations.build import adopt_live, make_record
 from ragstream.generations.record import GenerationEvent, SourceSnapshot
 from ragstream.generations.registry import Registry, load_view
 from ragstream.generations.routing import GenerationRouter
+from ragstream.ports import ChunkRecord, DocumentState
 from ragstream.settings import Settings, StackSettings, WeaviateSettings
-from ragstream.stack.process import ProcessRecord, spawn, stop
-from ragstream.stack.secrets import localize
-from ragstream.stack.services import WeaviateService
 from schemas.envelope import utcnow
 from schemas.serving import Caller, QueryRequested, QuerySpec
 
 pytestmark = pytest.mark.integration
-CLI = [sys.executable, "-m", "ragstream.cli.main"]
+CLI = [sys.executable, "-m", "application.cli.main"]
 PORTS = {
     "weaviate_http_port": 38080,
     "weaviate_grpc_port": 38051,

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from producers.publisher import DocumentPublisher
+from ragstream.adapters.tokenizer import default_tokenizer
 from ragstream.core.chunk import ChunkingPolicy, chunk
 from ragstream.core.normalize import normalize
-from ragstream.core.tokenizer import default_tokenizer
 from schemas.ingestion import Acl
 from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
 
@@ -35,7 +35,7 @@ def _embedder_process(s, log) -> subprocess.Popen:
         }
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "ragstream.cli.main", "worker", "embedder", "--metrics-port", "0"],
+        [sys.executable, "-m", "application.cli.main", "worker", "embedder", "--metrics-port", "0"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from application.pipeline import LocalPipeline
 from evals.report import write_run
 from evals.runner import run_set
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.chunk import ChunkingPolicy
+from ragstream.runtime.deps import Deps
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "evals" / "sets" / "demo.yaml"
@@ -19,12 +21,14 @@ DEMO = Path(__file__).resolve().parents[2] / "evals" / "sets" / "demo.yaml"
 DEGRADED = ChunkingPolicy(max_chunks_per_document=1, max_tokens=16)
 
 
-def _overrides(embedder, **extra: dict) -> dict:
-    return {"*": {"embedder": embedder}, "generation": {"llm": ExtractiveStub()}, **extra}
+def _deps(settings, embedder, **changes: object) -> Deps:
+    return Deps(settings, embedder=embedder, llm=ExtractiveStub(), **changes)  # type: ignore[arg-type]
 
 
 async def test_gate_passes_on_the_default_configuration(isolated, embedder, tmp_path) -> None:
-    result = await run_set(isolated, DEMO, pipeline="local", overrides=_overrides(embedder))
+    result = await run_set(
+        isolated, DEMO, pipeline="local", deps=_deps(isolated, embedder), launch=LocalPipeline
+    )
     m = result.metrics
     assert result.passed, result.failures
     assert m["recall_at_5"] >= 0.8 and m["unauthorized_document_rate"] == 0.0
@@ -41,7 +45,11 @@ async def test_gate_passes_on_the_default_configuration(isolated, embedder, tmp_
 
 async def test_gate_fails_on_a_degraded_chunking_policy(isolated, embedder, tmp_path) -> None:
     result = await run_set(
-        isolated, DEMO, pipeline="local", overrides=_overrides(embedder, chunker={"policy": DEGRADED})
+        isolated,
+        DEMO,
+        pipeline="local",
+        deps=_deps(isolated, embedder, policy=DEGRADED),
+        launch=LocalPipeline,
     )
     assert not result.passed
     assert any(f.startswith("recall_at_5") for f in result.failures), result.failures
@@ -54,10 +62,9 @@ async def test_gate_fails_on_a_degraded_chunking_policy(isolated, embedder, tmp_
 async def test_gate_uses_deployed_consumers_when_they_run(isolated, embedder) -> None:
     """What the promotion gate does: consumers run elsewhere, `auto` finds them and only asks."""
     from evals.asking import serving_is_deployed
-    from ragstream.runtime.pipeline import LocalPipeline
 
     assert not await serving_is_deployed(isolated)
-    async with LocalPipeline(isolated, overrides=_overrides(embedder)):
+    async with LocalPipeline(isolated, deps=_deps(isolated, embedder)):
         for _ in range(50):  # the groups settle after their first rebalance
             if await serving_is_deployed(isolated):
                 break

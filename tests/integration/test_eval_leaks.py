@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import pytest
 
+from application.pipeline import LocalPipeline
 from consumers.serving import generation
 from evals.leaks import run_leaks
 from ragstream.adapters.llm import ExtractiveStub
+from ragstream.runtime.deps import Deps
 
 pytestmark = pytest.mark.integration
 
 
-def _overrides(embedder, retrieval: dict | None = None, gen: dict | None = None) -> dict:
-    return {
-        "*": {"embedder": embedder},
-        "retrieval": retrieval or {},
-        "generation": {"llm": ExtractiveStub(), **(gen or {})},
-    }
+def _deps(settings, embedder, **changes: bool) -> Deps:
+    return Deps(settings, embedder=embedder, llm=ExtractiveStub(), **changes)
 
 
 async def test_leak_suite_passes_through_the_gateway(isolated, embedder) -> None:
-    report = await run_leaks(isolated, pipeline="local", overrides=_overrides(embedder), via="gateway")
+    report = await run_leaks(
+        isolated, pipeline="local", deps=_deps(isolated, embedder), launch=LocalPipeline, via="gateway"
+    )
     s = report.summary()
     assert report.passed, (report.leaks, report.controls_failed, report.errors)
     assert s["probes"] >= 30 and s["leaks"] == 0 and s["filter_breaches"] == 0
@@ -33,7 +33,10 @@ async def test_leak_suite_passes_through_the_gateway(isolated, embedder) -> None
 
 async def test_second_check_holds_without_the_search_filter(isolated, embedder) -> None:
     report = await run_leaks(
-        isolated, pipeline="local", overrides=_overrides(embedder, retrieval={"acl_in_search": False})
+        isolated,
+        pipeline="local",
+        deps=_deps(isolated, embedder, acl_in_search=False),
+        launch=LocalPipeline,
     )
     s = report.summary()
     assert s["filter_breaches"] > 0, "the filter was off: the search must have returned canaries"
@@ -48,7 +51,8 @@ async def test_suite_catches_the_leak_with_both_checks_off(isolated, embedder, m
     report = await run_leaks(
         isolated,
         pipeline="local",
-        overrides=_overrides(embedder, retrieval={"acl_in_search": False}, gen={"second_check": False}),
+        deps=_deps(isolated, embedder, acl_in_search=False, second_check=False),
+        launch=LocalPipeline,
         via="gateway",
     )
     s = report.summary()

@@ -22,6 +22,7 @@ from gateway.server import serve_in_process
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.prompt import ABSTAIN
+from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
 from schemas.errors import decode
 from schemas.ingestion import Acl
@@ -57,8 +58,7 @@ class Env:
 async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     s = isolated_pipeline_settings(settings, uuid.uuid4().hex[:10])
     tmp = tmp_path_factory.mktemp("gateway")
-    overrides = {"generation": {"llm": ExtractiveStub()}}
-    async with Harness(s, embedder, ALL, overrides=overrides, tmp=tmp) as h:
+    async with Harness(s, embedder, ALL, deps=Deps(s, llm=ExtractiveStub()), tmp=tmp) as h:
         async with DocumentPublisher(s) as pub:
             for (tenant, doc), text in DOCS.items():
                 await pub.upsert(

@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 
+from application.pipeline import LocalPipeline
+from evals.gate import runner_evaluator
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.embedder import HashEmbedder
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.adapters.store import WeaviateStore
+from ragstream.adapters.tokenizer import HFTokenizer
 from ragstream.adapters.weaviate_client import connect
-from ragstream.core.tokenizer import HFTokenizer
 from ragstream.generations import names, signals
 from ragstream.generations.build import start_build
 from ragstream.generations.gate import Gate, RecallEvaluator
@@ -36,7 +38,7 @@ from ragstream.generations.models import policy_from
 from ragstream.generations.plan import plan_rebuild
 from ragstream.generations.record import stable_share
 from ragstream.generations.registry import Registry
-from ragstream.runtime.pipeline import LocalPipeline
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.queries import QueryClient
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
@@ -153,7 +155,7 @@ class Env:
         self.s = settings
         self.embedder = embedder
         self.pipeline = LocalPipeline(
-            settings, consumers, {"*": {"embedder": embedder}, "generation": {"llm": ExtractiveStub()}}
+            settings, consumers, Deps(settings, embedder=embedder, llm=ExtractiveStub())
         )
         self.client = connect(settings.weaviate)
         self.registry = Registry(self.client, settings)
@@ -393,7 +395,7 @@ async def test_degraded_candidate_refused_by_the_eval_runner_gate(env: Env, tmp_
             f"    expected_facts: ['{fact}']",
         ]
     set_path.write_text("\n".join(lines) + "\n")
-    lc = Lifecycle(s, env.registry, Gate((str(set_path),)))
+    lc = Lifecycle(s, env.registry, Gate((str(set_path),), runner=runner_evaluator))
 
     with pytest.raises(PromotionRefusedError) as refused:
         await lc.promote(cand)
@@ -405,7 +407,7 @@ async def test_degraded_candidate_refused_by_the_eval_runner_gate(env: Env, tmp_
     assert [e["kind"] for e in view.generations[cand].evals] == ["evaluated", "refused"]
     assert env.registry.alias_target() == names.chunks_collection(s.index, "g0001")
     # The same gate passes the live generation's content: the refusal is about the candidate.
-    live_outcome = (await Gate((str(set_path),)).run(s, "g0001"))[0]
+    live_outcome = (await Gate((str(set_path),), runner=runner_evaluator).run(s, "g0001"))[0]
     assert live_outcome.passed, live_outcome.metrics
     a = await env.query.ask_gen("acme", "alice", question("travel", "escalation"))
     assert a.ok and a.generation == "g0001"
@@ -431,7 +433,7 @@ def cli(s: Settings, *args: str) -> dict[str, Any]:
         }
     )
     r = subprocess.run(
-        [sys.executable, "-m", "ragstream.cli.main", *args],
+        [sys.executable, "-m", "application.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from application.cli.main import app as cli
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
-from ragstream.cli.main import app as cli
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.queries import QueryClient
 from schemas.ingestion import Acl
 from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
@@ -59,15 +60,15 @@ def _sees(result: dict[str, Any], capture: Capture) -> dict[str, bool]:
 async def chain(settings, unique, embedder, tmp_path):
     s = isolated_pipeline_settings(settings, unique)
     capture = Capture()
-    overrides = {"generation": {"llm": ExtractiveStub(), "on_prompt": capture}}
-    async with Harness(s, embedder, ALL, overrides=overrides, tmp=tmp_path) as h, QueryClient(s) as client:
+    deps = Deps(s, llm=ExtractiveStub(), on_prompt=capture)
+    async with Harness(s, embedder, ALL, deps=deps, tmp=tmp_path) as h, QueryClient(s) as client:
         yield h, client, capture, s
 
 
 def _cli_publish(monkeypatch, s, state_dir: Path, folder: Path, tenant: str, *groups: str) -> str:
     """`ragstream publish FOLDER --tenant T --group G... --wait`, as a user runs it, on this test's
     isolated topics and manifest dir (the manifests `Harness.publish` keeps); returns what it printed."""
-    import ragstream.cli.publish as publish_cmd
+    import application.cli.publish as publish_cmd
 
     monkeypatch.setattr(publish_cmd, "settings", lambda: s)
     monkeypatch.setattr(publish_cmd, "stack_home", lambda _s: state_dir / "stack")

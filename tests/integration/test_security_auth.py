@@ -30,6 +30,7 @@ from gateway.server import serve_in_process
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.prompt import ABSTAIN
+from ragstream.runtime.deps import Deps
 from ragstream.settings import AuthSettings, Settings
 from schemas.ingestion import Acl
 from schemas.topics import QUERIES_REQUESTED
@@ -79,8 +80,7 @@ async def env(settings: Settings, embedder, tmp_path_factory: pytest.TempPathFac
     (tmp / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     auth = AuthSettings(jwks_file=str(tmp / "jwks.json"), jwt_issuer=ISSUER)  # JWKS only: no secret
     s = isolated_pipeline_settings(settings, uuid.uuid4().hex[:10], auth=auth)
-    overrides = {"generation": {"llm": ExtractiveStub()}}
-    async with Harness(s, embedder, ALL, overrides=overrides, tmp=tmp) as h:
+    async with Harness(s, embedder, ALL, deps=Deps(s, llm=ExtractiveStub()), tmp=tmp) as h:
         async with DocumentPublisher(s) as pub:
             await pub.upsert(
                 "victim",
@@ -143,7 +143,7 @@ def _serve(secret: str | None, tmp: Path) -> subprocess.CompletedProcess[str]:
     env.update({"RAGSTREAM_STACK__LOCAL_MODE": "false", "XDG_STATE_HOME": str(tmp)})
     if secret is not None:
         env["RAGSTREAM_AUTH__JWT_SECRET"] = secret
-    cmd = [sys.executable, "-m", "ragstream.cli.main", "gateway", "serve", "--port", "0"]
+    cmd = [sys.executable, "-m", "application.cli.main", "gateway", "serve", "--port", "0"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 

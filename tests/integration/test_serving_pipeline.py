@@ -15,6 +15,7 @@ import pytest
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.prompt import ABSTAIN
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.queries import QueryClient
 from schemas.ingestion import Acl
 from tests.support.pipeline import Harness, eventually, isolated_pipeline_settings
@@ -82,8 +83,8 @@ def _leaks(result: dict, prompt: str, canaries: tuple[str, ...]) -> list[str]:
 async def serving(settings, unique, embedder, tmp_path):
     s = isolated_pipeline_settings(settings, unique)
     capture = Capture()
-    overrides = {"generation": {"llm": ExtractiveStub(), "on_prompt": capture}}
-    async with Harness(s, embedder, ALL, overrides=overrides, tmp=tmp_path) as h, QueryClient(s) as client:
+    deps = Deps(s, llm=ExtractiveStub(), on_prompt=capture)
+    async with Harness(s, embedder, ALL, deps=deps, tmp=tmp_path) as h, QueryClient(s) as client:
         await _ingest(h, s)
         yield h, client, capture, s
 

@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "ragstream.cli.main"]
+CLI = [sys.executable, "-m", "application.cli.main"]
 
 
 def _env(home: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.llm import ExtractiveStub
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.queries import QueryClient
 from ragstream.settings import TelemetrySettings
 from ragstream.telemetry import setup_tracing
@@ -70,10 +71,10 @@ def _child_of(child: ReadableSpan, parent: ReadableSpan) -> bool:
 
 async def test_document_change_and_query_are_one_trace_each(settings, unique, embedder, tmp_path, exporter):
     s = isolated_pipeline_settings(settings, unique)
-    overrides = {"generation": {"llm": ExtractiveStub()}, "rerank": {"reranker": OverlapReranker()}}
+    deps = Deps(s, llm=ExtractiveStub(), reranker=OverlapReranker())
     port = _free_port()
     start_http_server(port, addr="127.0.0.1")
-    async with Harness(s, embedder, ALL, overrides=overrides, tmp=tmp_path) as h, QueryClient(s) as client:
+    async with Harness(s, embedder, ALL, deps=deps, tmp=tmp_path) as h, QueryClient(s) as client:
         async with DocumentPublisher(s) as pub:
             await pub.upsert(
                 "acme",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ragstream.adapters.store import ChunkRecord, DocumentState
+from ragstream.ports import ChunkRecord, DocumentState
 
 
 class MemoryStore:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from application.pipeline import LocalPipeline
 from producers.folder_publish import publish_folder
 from ragstream.adapters.store import WeaviateStore, drop_index
 from ragstream.adapters.weaviate_client import connect
-from ragstream.runtime.pipeline import LocalPipeline
+from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
 from tests.support.kafka import create_topics, isolated
@@ -38,12 +40,12 @@ class Harness:
         settings: Settings,
         embedder: Any,
         names: tuple[str, ...],
-        overrides: dict | None = None,
+        deps: Deps | None = None,
         tmp: Path | None = None,
     ) -> None:
         self.settings = settings
         self.tmp = tmp
-        self.pipeline = LocalPipeline(settings, names, {"*": {"embedder": embedder}, **(overrides or {})})
+        self.pipeline = LocalPipeline(settings, names, replace(deps or Deps(settings), embedder=embedder))
         self.client = connect(settings.weaviate)
         self.store = WeaviateStore(
             self.client,

@@ -7,9 +7,10 @@ import itertools
 
 import pytest
 
+from ragstream.adapters.tokenizer import HFTokenizer
 from ragstream.core.chunk import ChunkingPolicy, chunk, chunk_id_for
 from ragstream.core.normalize import NormalizedDocument, Section, normalize
-from ragstream.core.tokenizer import HFTokenizer, WhitespaceTokenizer
+from ragstream.core.tokenizer import WhitespaceTokenizer
 
 pytestmark = pytest.mark.unit
 WS = WhitespaceTokenizer()

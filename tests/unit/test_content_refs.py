@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from consumers.ingestion import normalizer
-from consumers.ingestion.normalizer import format_label, load_content, to_normalized
 from producers.staging import StagingError, stage_content
 from ragstream.adapters import content
 from ragstream.adapters.content import ContentRefError, confine, file_uri_path, read_file_uri
 from ragstream.core.normalize import SUPPORTED
+from ragstream.indexing.transforms import format_label, load_content, to_normalized
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.worker import PermanentError
 from ragstream.settings import Settings
 from schemas.ingestion import INLINE_CONTENT_MAX_BYTES, Acl, DocumentChanged
@@ -234,7 +235,7 @@ async def test_handler_uses_settings_content_roots(root: Path) -> None:
 
     s = Settings()
     s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"content_roots": (root,)})})
-    handle = normalizer.build_handler(s)
+    handle = normalizer.build_handler(Deps(s))
 
     def inbound(ev: DocumentChanged) -> Inbound:
         return Inbound(record=SimpleNamespace(partition=0), event=ev, span=None, context=None)  # type: ignore[arg-type]

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.ingestion.embedder import Indexer, apply_batch
 from producers.folder import Manifest, diff, load_manifest, manifest_path, save_manifest
 from ragstream.adapters.embedder import HashEmbedder
-from ragstream.adapters.store import DocumentState
+from ragstream.indexing.indexer import Indexer, apply_batch
+from ragstream.ports import DocumentState
 from schemas.ingestion import Acl, ChunkPayload, DocumentChunked, DocumentFacts, DocumentIndexed
 from tests.support.memory_store import MemoryStore
 

@@ -120,9 +120,9 @@ def test_last_event_id_refused(value: str) -> None:
 
 
 def test_worker_cli_binds_metrics_to_the_setting_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ragstream.cli import common
-    from ragstream.cli.main import app
-    from ragstream.runtime import app as runtime_app
+    from application import compose as runtime_app
+    from application.cli import common
+    from application.cli.main import app
 
     seen: dict[str, Any] = {}
 
@@ -149,7 +149,7 @@ def test_worker_cli_binds_metrics_to_the_setting_by_default(monkeypatch: pytest.
 
 
 async def test_run_worker_binds_metrics_where_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ragstream.runtime import app as runtime_app
+    from application import compose as runtime_app
     from ragstream.settings import Settings, TelemetrySettings
 
     binds: list[tuple[int, str]] = []
@@ -169,7 +169,11 @@ async def test_run_worker_binds_metrics_where_told(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(runtime_app, "ensure_topics", no_topics)
     monkeypatch.setattr(runtime_app, "Producer", lambda *a, **kw: object())
-    monkeypatch.setattr(runtime_app, "build", lambda *a, **kw: (None, {}))
+    monkeypatch.setattr(
+        runtime_app,
+        "wire",
+        lambda name, deps, _p: runtime_app.Wired(name, None, deps),  # type: ignore[arg-type]
+    )
     monkeypatch.setattr(runtime_app, "Worker", FakeWorker)
     monkeypatch.setattr(runtime_app, "start_http_server", lambda port, addr: binds.append((port, addr)))
     await runtime_app.run_worker("retrieval", Settings(), metrics_port=9400)

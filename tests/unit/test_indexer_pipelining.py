@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from consumers.ingestion.embedder import Indexer, apply_batch, embed_text, encode_groups
 from ragstream.adapters.embedder import HashEmbedder
+from ragstream.indexing.indexer import Indexer, apply_batch, embed_text, encode_groups
 from schemas.ingestion import Acl, ChunkPayload, DocumentChunked, DocumentFacts, DocumentRemoved
 from tests.support.memory_store import MemoryStore
 

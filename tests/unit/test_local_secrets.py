@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from application.stack.secrets import SECRETS_FILE, ensure_local_secrets, localize, read_local_secrets
 from ragstream.core.secrets import SecretPolicyError, check_secret, is_published
 from ragstream.settings import Settings, StackSettings
-from ragstream.stack.secrets import SECRETS_FILE, ensure_local_secrets, localize, read_local_secrets
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

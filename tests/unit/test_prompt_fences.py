@@ -8,9 +8,10 @@ import unicodedata
 
 import pytest
 
-from ragstream.adapters.llm import ExtractiveStub, Usage
+from ragstream.adapters.llm import ExtractiveStub
 from ragstream.core.cite import shape_citations
 from ragstream.core.prompt import PLANTED, QUOTED, SYSTEM_PROMPT, assemble, escape_attr, escape_text
+from ragstream.ports import Usage
 from schemas.serving import Passage
 
 pytestmark = pytest.mark.unit

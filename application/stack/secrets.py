@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from application.stack.manager import stack_home
 from ragstream.settings import Settings
-from ragstream.stack.manager import stack_home
 
 SECRETS_FILE = "secrets.json"
 CONTENT_DIR = "content"

@@ -7,7 +7,7 @@ import logging
 
 import typer
 
-from ragstream.cli.common import settings
+from application.cli.common import settings
 from schemas.topics import CONSUMERS
 
 
@@ -23,7 +23,7 @@ def worker(
     if name not in CONSUMERS:
         raise typer.BadParameter(f"unknown consumer {name!r}; known: {', '.join(CONSUMERS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from ragstream.runtime.app import run_worker
+    from application.compose import run_worker
 
     cfg = settings()
     asyncio.run(

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from ragstream.runtime.app import build
+from application.compose import MODULES, Wired, shared_embedder, wire, worker_for
+from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import ensure_topics, group_id
 from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
-from schemas.topics import CONSUMERS, output_compression
+from schemas.topics import CONSUMERS, INGESTION, SERVING, output_compression
 
-INGESTION = ("normalizer", "chunker", "embedder")
-SERVING = ("retrieval", "rerank", "generation")
+__all__ = ["INGESTION", "SERVING", "LocalPipeline"]
 
 
 class LocalPipeline:
@@ -26,44 +27,36 @@ class LocalPipeline:
         self,
         settings: Settings,
         names: Sequence[str] = INGESTION + SERVING,
-        overrides: dict[str, dict[str, Any]] | None = None,
+        deps: Deps | None = None,
         group_suffix: str = "",
     ) -> None:
         self.settings = settings
         self.names = list(names)
-        self.overrides = overrides or {}
+        # The pipeline's settings win: a base built for other settings is re-pointed, its adapters kept.
+        self.deps = replace(deps, settings=settings) if deps is not None else Deps(settings)
         self.group_suffix = group_suffix
         self.workers: dict[str, Worker] = {}
-        self.components: dict[str, Any] = {}
-        self._extras: list[dict[str, Any]] = []
+        self.wired: dict[str, Wired] = {}
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The serving stages built from the same adapters (the in-process side of `bench.query`)."""
+        return {
+            n: MODULES[n].component(w.deps) for n, w in self.wired.items() if hasattr(MODULES[n], "component")
+        }
 
     async def start(self) -> LocalPipeline:
         await ensure_topics(self.settings.kafka)
-        shared: dict[str, Any] = {}
-        if {"embedder", "retrieval"} & set(self.names) and "embedder" not in self.overrides.get("*", {}):
-            from ragstream.adapters.embedder import SentenceTransformerEmbedder
-
+        base = self.deps
+        if {"embedder", "retrieval"} & set(self.names) and base.embedder is None:
             # One model in memory for both consumers that need it.
-            shared["embedder"] = SentenceTransformerEmbedder(
-                self.settings.embedding, self.settings.index.embedding_batch_size
-            )
+            base = replace(base, embedder=await asyncio.to_thread(shared_embedder, self.settings))
         for name in self.names:
             producer = Producer(self.settings, output_compression(CONSUMERS[name]))
-            opts = {**shared, **self.overrides.get("*", {}), **self.overrides.get(name, {})}
-            handler, extras = await asyncio.to_thread(build, name, self.settings, producer, **opts)
-            self._extras.append(extras)
-            if "component" in extras:
-                self.components[name] = extras["component"]
-            spec = CONSUMERS[name]
-            worker = Worker(
-                spec,
-                handler,
-                self.settings,
-                group=group_id(self.settings.kafka, name, self.group_suffix),
-                max_batch=self.settings.index.consumer_batch_max,
-                producer=producer,
-            )
+            wired = await asyncio.to_thread(wire, name, base, producer)
+            self.wired[name] = wired
+            worker = worker_for(wired, producer, group_id(self.settings.kafka, name, self.group_suffix))
             await worker.start()
             self.workers[name] = worker
         self._tasks = [asyncio.create_task(w.run(), name=f"worker-{n}") for n, w in self.workers.items()]
@@ -81,9 +74,8 @@ class LocalPipeline:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for extras in self._extras:
-            if "close" in extras:
-                extras["close"]()
+        for wired in self.wired.values():
+            wired.close()
 
     async def __aenter__(self) -> LocalPipeline:
         return await self.start()

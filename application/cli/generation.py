@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import typer
 from rich.table import Table
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 
 app = typer.Typer(
     help="Index generations: build beside the live index, eval-gated promotion, rollback, canary.",
@@ -88,7 +88,7 @@ def plan(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Dry run of a rebuild: documents, chunks, tokens, time, cost and storage per tenant (writes nothing)."""
-    from ragstream.core.tokenizer import HFTokenizer
+    from ragstream.adapters.tokenizer import HFTokenizer
     from ragstream.generations.plan import plan_rebuild
 
     s = settings()
@@ -154,7 +154,7 @@ def build(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Replay the compacted source topic into a new generation beside the live one; ready at lag zero."""
-    from ragstream.core.tokenizer import HFTokenizer
+    from ragstream.adapters.tokenizer import HFTokenizer
     from ragstream.generations.build import start_build
     from ragstream.generations.models import embedder_for
     from ragstream.generations.registry import Registry
@@ -206,6 +206,7 @@ def build(
 
 
 def _lifecycle(client: Any, sets: list[str] | None = None) -> Any:
+    from evals.gate import runner_evaluator
     from ragstream.generations.gate import Gate, RecallEvaluator
     from ragstream.generations.lifecycle import Lifecycle
     from ragstream.generations.models import record_embedder
@@ -219,7 +220,7 @@ def _lifecycle(client: Any, sets: list[str] | None = None) -> Any:
             emb = record_embedder(st, reg.record(generation))
             return await RecallEvaluator(client, emb)(st, path, generation)
 
-    gate = Gate(tuple(sets) if sets else s.generations.eval_sets, recall=_Recall())
+    gate = Gate(tuple(sets) if sets else s.generations.eval_sets, recall=_Recall(), runner=runner_evaluator)
     return Lifecycle(s, reg, gate)
 
 

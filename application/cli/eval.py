@@ -8,12 +8,31 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ragstream.cli.common import console, emit_json, err
+from application.cli.common import console, emit_json, err
+from evals.asking import Launcher
 from ragstream.core.groundedness import GroundednessScorer
+from ragstream.runtime.deps import Deps
+from ragstream.settings import Settings
 
 app = typer.Typer(
     help="Evaluation: groundedness (HaluEval), retrieval quality and leak checks.", no_args_is_help=True
 )
+
+
+def _launcher() -> Launcher:
+    # Imported when a command runs: the consumers' modules pull in the Weaviate client (seconds).
+    from application.pipeline import LocalPipeline
+
+    return LocalPipeline
+
+
+def _deps(s: Settings, stub: bool) -> Deps:
+    """The adapters of a local pipeline: the extractive stub instead of the model server when asked."""
+    if not stub:
+        return Deps(s)
+    from ragstream.adapters.llm import ExtractiveStub
+
+    return Deps(s, llm=ExtractiveStub())
 
 
 def _scorer(embed: bool, threshold: float | None) -> GroundednessScorer:
@@ -93,19 +112,15 @@ def run_cmd(
     """
     import asyncio
 
+    from application.cli.common import settings
     from evals.questions import SetFormatError
     from evals.report import write_run
     from evals.runner import run_set
-    from ragstream.cli.common import settings
 
     if pipeline not in ("auto", "local", "external"):
         err.print(f"[red]--pipeline must be auto, local or external, not {pipeline!r}[/red]")
         raise typer.Exit(2)
-    overrides: dict[str, dict[str, object]] = {}
-    if stub:
-        from ragstream.adapters.llm import ExtractiveStub
-
-        overrides["generation"] = {"llm": ExtractiveStub()}
+    deps = _deps(settings(), stub)
     try:
         result = asyncio.run(
             run_set(
@@ -115,7 +130,8 @@ def run_cmd(
                 progress=not json_out or err.is_terminal,
                 thresholds=thresholds,
                 pipeline=pipeline,  # type: ignore[arg-type]
-                overrides=overrides,
+                deps=deps,
+                launch=_launcher(),
                 ingest=not no_ingest,
                 concurrency=concurrency,
                 timeout_s=timeout_s,
@@ -140,8 +156,8 @@ def _export(
     set_name: str, generation: str | None, metrics: dict, diff: dict | None, leaks: int | None = None
 ) -> None:
     """Push the run's series to the Pushgateway when one is configured (a failed push never fails the run)."""
+    from application.cli.common import settings
     from evals.export import baseline_of, push, results_registry
-    from ragstream.cli.common import settings
 
     url = settings().telemetry.pushgateway_url
     if not url:
@@ -192,9 +208,9 @@ def beir_cmd(
     """Ingest a BEIR corpus through the pipeline (reused when indexed) and score retrieval per mode."""
     import asyncio
 
+    from application.cli.common import settings
     from evals.beir import BeirFormatError
     from evals.beir_eval import MODES, evaluate_beir
-    from ragstream.cli.common import settings
 
     modes = list(MODES) if mode == "all" else [mode]
     if any(m not in MODES for m in modes):
@@ -216,7 +232,9 @@ def beir_cmd(
 
         try:
             report = asyncio.run(
-                evaluate_beir(settings(), directory, modes, progress=tick, limit_queries=limit)
+                evaluate_beir(
+                    settings(), directory, modes, progress=tick, limit_queries=limit, launch=_launcher()
+                )
             )
         except BeirFormatError as exc:
             err.print(f"[red]{exc}[/red]")
@@ -267,12 +285,11 @@ def leaks_cmd(
 
     import httpx
 
+    from application.cli.common import settings
     from evals.asking import with_generation
     from evals.leaks import run_leaks
-    from ragstream.cli.common import settings
 
     s = with_generation(settings(), generation)
-    overrides: dict[str, dict[str, object]] = {}
     if not stub:
         try:
             stub = httpx.get(s.llm.base_url.rstrip("/") + "/models", timeout=2.0).status_code != 200
@@ -280,10 +297,7 @@ def leaks_cmd(
             stub = True
         if stub:
             err.print(f"[yellow]no model server at {s.llm.base_url}; answering with the extractive stub[/]")
-    if stub:
-        from ragstream.adapters.llm import ExtractiveStub
-
-        overrides["generation"] = {"llm": ExtractiveStub()}
+    deps = _deps(s, stub)
     if pipeline not in ("auto", "local", "external") or via not in ("gateway", "events"):
         err.print("[red]--pipeline must be auto, local or external; --via gateway or events[/red]")
         raise typer.Exit(2)
@@ -298,7 +312,8 @@ def leaks_cmd(
             run_leaks(
                 s,
                 pipeline=pipeline,  # type: ignore[arg-type]
-                overrides=overrides,
+                deps=deps,
+                launch=_launcher(),
                 strict=strict,
                 generation=generation,
                 timeout_s=timeout_s,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from application.stack.process import port_open
+from application.stack.services import Progress, ServiceSpec, StackError
 from ragstream.settings import Settings
-from ragstream.stack.process import port_open
-from ragstream.stack.services import Progress, ServiceSpec, StackError
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import typer
 from rich.panel import Panel
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "demo-corpus"
 QUESTION = "How does Weaviate keep one tenant's data away from another tenant?"
@@ -29,21 +30,22 @@ def _llm_available(base_url: str) -> bool:
 
 
 async def _run(question: str, tenant: str, corpus: Path, stub: bool) -> dict[str, object]:
+    from application.pipeline import LocalPipeline
+    from application.stack.manager import stack_home
     from producers.folder_publish import publish_folder
     from ragstream.adapters.llm import ExtractiveStub
-    from ragstream.runtime.pipeline import LocalPipeline
-    from ragstream.stack.manager import stack_home
+    from ragstream.runtime.deps import Deps
     from schemas.ingestion import Acl
 
     s = settings()
-    overrides: dict[str, dict[str, object]] = {}
+    deps = Deps(s)
     if stub or not _llm_available(s.llm.base_url):
         if not stub:
             err.print(f"[yellow]no model server at {s.llm.base_url}; answering with the extractive stub[/]")
-        overrides["generation"] = {"llm": ExtractiveStub()}
+        deps = replace(deps, llm=ExtractiveStub())
     t0 = time.monotonic()
     with err.status("starting the six consumers (loading the embedding model)"):
-        pipeline = await LocalPipeline(s, overrides=overrides).start()
+        pipeline = await LocalPipeline(s, deps=deps).start()
     try:
         with err.status(f"publishing {corpus} for tenant {tenant!r} and waiting until searchable"):
             pub = await publish_folder(
@@ -67,7 +69,7 @@ async def _run(question: str, tenant: str, corpus: Path, stub: bool) -> dict[str
 async def _ask(s, tenant: str, question: str) -> dict[str, object]:
     """Through the gateway when it is available, else as a query event (the same path the gateway takes)."""
     try:
-        from ragstream.cli.gateway import ask_via_gateway
+        from application.cli.gateway import ask_via_gateway
     except ImportError:
         ask_via_gateway = None
     if ask_via_gateway is not None:

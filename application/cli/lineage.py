@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.tree import Tree
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 
 
 def lineage(

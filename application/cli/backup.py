@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 
 app = typer.Typer(
     help="Backups of the index (registry included) over Weaviate's backup API.", no_args_is_help=True

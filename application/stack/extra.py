@@ -10,7 +10,7 @@ from ragstream.settings import Settings
 def extra_services(settings: Settings) -> list[Any]:
     if settings.llm.local_model == "none":
         return []
-    from ragstream.stack.manager import stack_home
-    from ragstream.stack.model_server import ModelServerService
+    from application.stack.manager import stack_home
+    from application.stack.model_server import ModelServerService
 
     return [ModelServerService(settings, stack_home(settings))]

@@ -8,11 +8,11 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from ragstream.cli.common import console, emit_json, err, settings
-from ragstream.stack.manager import Stack
-from ragstream.stack.process import tail
-from ragstream.stack.secrets import localize
-from ragstream.stack.services import StackError
+from application.cli.common import console, emit_json, err, settings
+from application.stack.manager import Stack
+from application.stack.process import tail
+from application.stack.secrets import localize
+from application.stack.services import StackError
 
 app = typer.Typer(
     help="Run the local stack: Apache Kafka (KRaft) and Weaviate, on loopback.", no_args_is_help=True
@@ -20,7 +20,7 @@ app = typer.Typer(
 
 
 def _stack(create_secrets: bool = False) -> Stack:
-    from ragstream.stack.extra import extra_services
+    from application.stack.extra import extra_services
 
     s = localize(settings(), create=True) if create_secrets else settings()
     return Stack(s, extra_services(s))

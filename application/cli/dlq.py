@@ -8,7 +8,7 @@ import base64
 import typer
 from rich.table import Table
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 from ragstream.runtime.dlq import read_dead_letters, replay
 from schemas.dlq import DeadLetter
 

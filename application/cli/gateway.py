@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import typer
 
-from ragstream.cli.common import console, emit_json, err, settings
+from application.cli.common import console, emit_json, err, settings
 from ragstream.settings import Settings
 
 DEFAULT_PORT = 18000

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ragstream.cli.common import console, emit_json, err, settings
-from ragstream.stack.manager import stack_home
+from application.cli.common import console, emit_json, err, settings
+from application.stack.manager import stack_home
 from schemas.ingestion import Acl
 
 DEFAULT_GROUP = "everyone"

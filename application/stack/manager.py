@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from application.stack.process import ProcessRecord, StateFile, is_alive, spawn, stop, tail
+from application.stack.services import KafkaService, Progress, ServiceSpec, StackError, WeaviateService
 from ragstream.settings import Settings
-from ragstream.stack.process import ProcessRecord, StateFile, is_alive, spawn, stop, tail
-from ragstream.stack.services import KafkaService, Progress, ServiceSpec, StackError, WeaviateService
 
 
 class Service(Protocol):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ragstream.cli import demo, dlq, lineage, publish, stack, worker
-from ragstream.cli import gateway as gateway_module
+from application.cli import backup, demo, dlq, generation, lineage, publish, stack, worker
+from application.cli import eval as eval_module
+from application.cli import gateway as gateway_module
 
 app = typer.Typer(
     name="ragstream",
@@ -22,24 +23,10 @@ app.command()(demo.demo)
 app.add_typer(gateway_module.app, name="gateway")
 app.command()(gateway_module.token)
 app.command()(gateway_module.ask)
+app.add_typer(eval_module.app, name="eval")
+app.add_typer(generation.app, name="generation")
+app.add_typer(backup.app, name="backup")
 
-
-def _optional(module: str, name: str) -> None:
-    """Register a sub-app whose module exists (areas land one by one)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return
-    app.add_typer(mod.app, name=name)
-
-
-_optional("ragstream.cli.eval", "eval")
-_optional("ragstream.cli.generation", "generation")
-_optional("ragstream.cli.backup", "backup")
 
 if __name__ == "__main__":
     app()

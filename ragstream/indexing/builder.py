@@ -1,4 +1,4 @@
-"""Generation builder consumer.
+"""Generation builder: the consumer a build runs beside the live pipeline (ragstream.generations.build).
 
 In:  ragstream.ingest.source-changes.v1 (compacted; replayed from the beginning: every document's latest
      state, then whatever arrives while the build runs)
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from consumers.ingestion.chunker import to_chunked
-from consumers.ingestion.embedder import TRANSIENT, Indexer, apply_batch
-from consumers.ingestion.normalizer import load_content, to_normalized
-from ragstream.adapters.embedder import Embedder
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.tokenizer import Tokenizer
-from ragstream.runtime.worker import Inbound, Outbound, TransientError
+from ragstream.indexing.indexer import STORE_TRANSIENT, Indexer, apply_batch
+from ragstream.indexing.transforms import load_content, removed, to_chunked, to_normalized
+from ragstream.ports import Embedder
+from ragstream.runtime.errors import TransientError
+from ragstream.runtime.worker import Handler, Inbound, Outbound
 from schemas.ingestion import AclChanged, DocumentChanged, DocumentChunked, DocumentIndexed, DocumentRemoved
 from schemas.topics import SOURCE_CHANGES, ConsumerSpec
 
@@ -38,7 +38,7 @@ def builder_group(name: str) -> str:
 def builder_spec(name: str) -> ConsumerSpec:
     """The builder of generation `name`: one consumer group per candidate generation."""
     return ConsumerSpec(
-        "generation-builder", builder_group(name), SOURCE_CHANGES.name, None, "consumers.generations.builder"
+        "generation-builder", builder_group(name), SOURCE_CHANGES.name, None, "ragstream.indexing.builder"
     )
 
 
@@ -97,11 +97,7 @@ def to_chunked_event(
 ) -> DocumentChunked | DocumentRemoved:
     """One source change as the live pipeline's normalizer + chunker would produce it (candidate policy)."""
     if ev.op == "delete":
-        return DocumentRemoved(
-            **ev.caused(producer="generation-builder"),
-            document_id=ev.document_id,
-            source_occurred_at=ev.occurred_at,
-        )
+        return removed(ev, "generation-builder")
     raw = load_content(ev, max_bytes, roots)  # the same content roots as the live normalizer
     return to_chunked(to_normalized(ev, raw, max_bytes), policy, tokenizer)
 
@@ -113,7 +109,7 @@ def build_handler(
     max_bytes: int,
     counters: BuildCounters | None = None,
     roots: tuple[Path, ...] = (),
-):
+) -> Handler:
     """The worker handler: source changes in, candidate collections written, nothing published."""
     stats = counters if counters is not None else BuildCounters()
 
@@ -131,7 +127,7 @@ def build_handler(
         events = await asyncio.to_thread(prepare, items)
         try:
             receipts = await asyncio.to_thread(apply_batch, indexer, events)
-        except TRANSIENT as exc:
+        except STORE_TRANSIENT as exc:
             raise TransientError(f"weaviate: {exc}") from exc
         stats.records += len(items)
         pending = [e for e in events if isinstance(e, DocumentChunked)]

@@ -9,8 +9,8 @@ from typing import Any
 
 from rich.console import Console
 
+from application.stack.secrets import load_settings
 from ragstream.settings import Settings
-from ragstream.stack.secrets import load_settings
 
 console = Console()
 err = Console(stderr=True)

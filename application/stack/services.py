@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from application.stack.process import port_open
 from ragstream.settings import Settings
-from ragstream.stack.process import port_open
 
 Progress = Callable[[str], None]
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -219,7 +219,7 @@ class WeaviateService:
     def spec(self) -> ServiceSpec:
         s = self.s
         key = self.settings.weaviate.api_key.get_secret_value()
-        if not key:  # never an open admin endpoint: `stack up` generates the key (ragstream.stack.secrets)
+        if not key:  # never an open admin endpoint: `stack up` generates the key (application.stack.secrets)
             raise StackError("weaviate.api_key is empty; start the stack with `ragstream stack up`")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

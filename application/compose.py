@@ -1,0 +1,156 @@
+"""The composition root: settings -> adapters -> `Deps` -> each consumer's `build_handler(deps)`.
+
+The one place that knows which adapter implements which port. A consumer module declares what it needs
+(`NEEDS`); `wire` fills in only those fields the caller's `Deps` leaves empty, so a test or the demo
+swaps an adapter with `dataclasses.replace(deps, llm=ExtractiveStub())` and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from types import ModuleType
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from consumers.ingestion import chunker, embedder, normalizer
+from consumers.serving import generation, rerank, retrieval
+from ragstream.adapters.embedder import SentenceTransformerEmbedder
+from ragstream.adapters.llm import OpenAIChat
+from ragstream.adapters.reranker import from_spec
+from ragstream.adapters.store import open_store
+from ragstream.adapters.tokenizer import HFTokenizer
+from ragstream.generations.registry import load_view
+from ragstream.generations.routing import GenerationRouter
+from ragstream.runtime.deps import Deps, chunking_policy
+from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.worker import Handler, Producer, Worker
+from ragstream.settings import Settings
+from ragstream.telemetry import setup_tracing
+from schemas.topics import CONSUMERS, output_compression
+
+log = logging.getLogger(__name__)
+
+MODULES: dict[str, ModuleType] = {
+    m.SPEC.name: m for m in (normalizer, chunker, embedder, retrieval, rerank, generation)
+}
+assert set(MODULES) == set(CONSUMERS), "every declared consumer has a module, and no other"
+
+
+@dataclass
+class Wired:
+    """One consumer's handler, the deps it was built with, and what to close when it stops."""
+
+    name: str
+    handler: Handler
+    deps: Deps
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in self.closers:
+            with contextlib.suppress(Exception):
+                close()
+
+
+def shared_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    """One embedding model per process (the embedder and retrieval consumers both use it)."""
+    return SentenceTransformerEmbedder(settings.embedding, settings.index.embedding_batch_size)
+
+
+def wire(name: str, base: Deps, producer: Producer) -> Wired:
+    """The handler of consumer `name`, with every adapter it needs and `base` does not already carry."""
+    module = MODULES[name]
+    s = base.settings
+    needs = set(module.NEEDS)
+    fill: dict[str, Any] = {}
+    closers: list[Callable[[], None]] = []
+    if "store" in needs and base.store is None:
+        client, store = open_store(s)
+        closers.append(client.close)
+        fill["store"] = store
+        if "router" in needs and base.router is None:
+            # Per-query generation routing (explicit, canary, per-tenant promotion, live alias).
+            fill["router"] = GenerationRouter(
+                client,
+                s.index,
+                default=store,
+                view_loader=lambda: load_view(client, s),
+                ttl_s=s.generations.routing_ttl_s,
+            )
+    if "embedder" in needs and base.embedder is None:
+        fill["embedder"] = shared_embedder(s)
+    if "tokenizer" in needs and base.tokenizer is None:
+        fill["tokenizer"] = HFTokenizer()
+    if "policy" in needs and base.policy is None:
+        fill["policy"] = chunking_policy(s)
+    if "reranker" in needs and base.reranker is None:
+        fill["reranker"] = from_spec(s.serving.rerank)
+    if "llm" in needs and base.llm is None:
+        fill["llm"] = OpenAIChat(s.llm)
+    if "send" in needs and base.send is None:
+        # Streamed deltas are only enqueued; the final answer's acknowledgement covers them.
+        fill["send"] = partial(producer.send_many, wait=False)
+    deps = replace(base, **fill)
+    try:
+        handler = module.build_handler(deps)
+    except BaseException:
+        for close in closers:
+            close()
+        raise
+    return Wired(name, handler, deps, closers)
+
+
+def worker_for(wired: Wired, producer: Producer, group: str | None = None) -> Worker:
+    s = wired.deps.settings
+    return Worker(
+        CONSUMERS[wired.name],
+        wired.handler,
+        s,
+        group=group,
+        max_batch=s.index.consumer_batch_max,
+        producer=producer,
+    )
+
+
+async def run_worker(
+    name: str,
+    settings: Settings,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+    group: str | None = None,
+    deps: Deps | None = None,
+) -> None:
+    """`ragstream worker NAME`: one consumer in this process until SIGTERM or SIGINT."""
+    spec = CONSUMERS[name]
+    # Spans go to the OTLP endpoint when one is configured (RAGSTREAM_TELEMETRY__OTLP_ENDPOINT).
+    setup_tracing(
+        settings.telemetry.model_copy(update={"service_name": f"{settings.telemetry.service_name}-{name}"})
+    )
+    await ensure_topics(settings.kafka)
+    producer = Producer(settings, output_compression(spec))
+    wired = wire(name, deps or Deps(settings), producer)
+    worker = worker_for(wired, producer, group)
+    if metrics_port:
+        # Loopback unless configured: the chart sets RAGSTREAM_TELEMETRY__METRICS_HOST for scraping.
+        host = metrics_host or settings.telemetry.metrics_host
+        start_http_server(metrics_port, addr=host)
+        log.info("%s /metrics on %s:%d", name, host, metrics_port)
+    await worker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(worker.run())
+    log.info("%s consuming %s as %s", name, spec.topic, worker.group)
+    await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    await worker.stop()
+    task.cancel()
+    wired.close()

@@ -1,0 +1,1 @@
+"""Domain services shared by consumers and generation builds: ingest transforms, indexing, the builder."""

@@ -1,0 +1,24 @@
+"""Ports: the Protocols the planes depend on. Adapters implement them; the composition root injects them."""
+
+from ragstream.ports.models import ChatModel, Embedder, Reranker, Usage
+from ragstream.ports.store import (
+    FILTERABLE,
+    AccessFilter,
+    ChunkRecord,
+    ChunkStore,
+    DocumentState,
+    SearchHit,
+)
+
+__all__ = [
+    "FILTERABLE",
+    "AccessFilter",
+    "ChatModel",
+    "ChunkRecord",
+    "ChunkStore",
+    "DocumentState",
+    "Embedder",
+    "Reranker",
+    "SearchHit",
+    "Usage",
+]
