@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from application.stack.secrets import load_settings
 from ragstream.adapters.store import drop_index
+from ragstream.core.stats import percentiles
 from ragstream.runtime.kafka_admin import drop_topics
 from ragstream.settings import Settings
 
@@ -18,11 +20,13 @@ def isolated_settings(base: Settings | None = None, partitions: int = 2) -> Sett
     return s.model_copy(update={"kafka": kafka, "index": index})
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, round(q * (len(v) - 1)))]
+def quantile_fields(
+    name: str, values: list[float], *, unit: str = "ms", digits: int = 2, qs: tuple[int, ...] = (50, 95)
+) -> dict[str, float]:
+    """`{name}_p50_{unit}`, `{name}_p95_{unit}`, ... rounded: the runtime's one percentile definition
+    (ragstream.core.stats), NaN for no samples so an empty run never reads as 0 ms."""
+    got = percentiles(values, qs, empty=math.nan)
+    return {f"{name}_{k}_{unit}": round(v, digits) for k, v in got.items()}
 
 
 async def cleanup(s: Settings) -> None:

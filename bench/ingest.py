@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from application.pipeline import LocalPipeline
-from bench.common import cleanup, isolated_settings, pct
+from bench.common import cleanup, isolated_settings, quantile_fields
 from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
@@ -159,8 +159,7 @@ async def run(limit: int, fresh_docs: int) -> dict[str, object]:
         "fresh_rate_docs_per_s": round(rate, 2),
         "fresh_chunks_per_document": round(per_edit, 1),
         "fresh_documents": len(got),
-        "freshness_p50_s": round(pct(lat, 0.5), 3),
-        "freshness_p95_s": round(pct(lat, 0.95), 3),
+        **quantile_fields("freshness", lat, unit="s", digits=3),
         "targets": {"throughput_ratio": 0.9, "freshness_p95_s": 2.0},
     }
 

@@ -32,7 +32,7 @@ import httpx
 
 from application.compose import MODULES, run_worker, wire
 from application.pipeline import INGESTION, SERVING, LocalPipeline
-from bench.common import cleanup, isolated_settings, pct
+from bench.common import cleanup, isolated_settings, quantile_fields
 from gateway.app import create_app
 from gateway.auth import Principal, mint_token
 from gateway.backpressure import KafkaLagProbe
@@ -147,17 +147,13 @@ async def overhead(s: Settings, stages: dict[str, Any], n: int, warmup: int) -> 
         await producer.stop()
     return {
         "queries": n,
-        "in_process_p50_ms": round(pct(inproc, 0.5), 2),
-        "in_process_p95_ms": round(pct(inproc, 0.95), 2),
-        "event_path_p50_ms": round(pct(events, 0.5), 2),
-        "event_path_p95_ms": round(pct(events, 0.95), 2),
-        "overhead_p50_ms": round(pct(diffs, 0.5), 2),
-        "overhead_p95_ms": round(pct(diffs, 0.95), 2),
+        **quantile_fields("in_process", inproc),
+        **quantile_fields("event_path", events),
+        **quantile_fields("overhead", diffs),
         # Where it goes: event total minus the stage times the workers themselves report (Kafka hops,
         # polling, commits), and first streamed delta -> final at the hub (delta sends, one by one).
-        "transport_p50_ms": round(pct(transport, 0.5), 2),
-        "transport_p95_ms": round(pct(transport, 0.95), 2),
-        "stream_tail_p50_ms": round(pct(tails, 0.5), 2),
+        **quantile_fields("transport", transport),
+        **quantile_fields("stream_tail", tails, qs=(50,)),
     }
 
 
@@ -175,7 +171,7 @@ async def http_path(s: Settings, n: int, suffix: str) -> dict[str, Any]:
             r.raise_for_status()
             if i >= 3:
                 lat.append((time.perf_counter() - t0) * 1000)
-    return {"http_answer_p50_ms": round(pct(lat, 0.5), 2), "http_answer_p95_ms": round(pct(lat, 0.95), 2)}
+    return quantile_fields("http_answer", lat)
 
 
 def llm_up(s: Settings) -> bool:
@@ -217,10 +213,10 @@ async def ttft(s: Settings, embedder: SentenceTransformerEmbedder, n: int, suffi
     return {
         "model": s.llm.model,
         "ttft_queries": len(client_ttft),
-        "ttft_gateway_p50_ms": round(pct(client_ttft, 0.5), 1),
+        **quantile_fields("ttft_gateway", client_ttft, digits=1, qs=(50,)),
         "ttft_gateway_max_ms": round(max(client_ttft, default=float("nan")), 1),
-        "ttft_model_p50_ms": round(pct(worker_ttft, 0.5), 1),
-        "answer_total_p50_ms": round(pct(total, 0.5), 1),
+        **quantile_fields("ttft_model", worker_ttft, digits=1, qs=(50,)),
+        **quantile_fields("answer_total", total, digits=1, qs=(50,)),
         "ttft_abstained": abstained,
         "ttft_failed": failed,
     }

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.metrics import percentile
 from evals.questions import Threshold
 
 # Metrics where a larger value is better; for the rest (rates of bad things, latency) smaller is better.
@@ -485,7 +484,3 @@ def write_run(
     paths["html"] = folder / "report.html"
     paths["html"].write_text(html_report(result, svgs), encoding="utf-8")
     return paths
-
-
-def summary_percentiles(values: Sequence[float]) -> dict[str, float]:
-    return {f"p{q}": percentile(values, q) for q in (50, 95, 99)}

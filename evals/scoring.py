@@ -15,10 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from evals.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from evals.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from evals.questions import Question, Threshold
 from ragstream.core.acl import may_read, passage_allowed
 from ragstream.core.groundedness import GroundednessScorer
+from ragstream.core.stats import LATENCY_QUANTILES, percentile
 from schemas.serving import Caller
 
 RECALL_KS = (1, 5, 10)
@@ -342,14 +343,14 @@ def latency_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         if not rs:
             continue
         e2e = [float(r["latency_ms"]) for r in rs]
-        for q in (50, 95, 99):
+        for q in LATENCY_QUANTILES:
             out[f"latency_{prefix}e2e_ms_p{q}"] = percentile(e2e, q)
         stages: dict[str, list[float]] = defaultdict(list)
         for r in rs:
             for stage, v in r["timings_ms"].items():
                 stages[stage].append(float(v))
         for stage, vals in sorted(stages.items()):
-            for q in (50, 95, 99):
+            for q in LATENCY_QUANTILES:
                 out[f"latency_{prefix}{stage}_ms_p{q}"] = percentile(vals, q)
     return out
 

@@ -13,16 +13,10 @@ from producers.publisher import DocumentPublisher
 from producers.receipts import ReceiptWatcher
 from producers.staging import stage_content
 from ragstream.core.normalize import detect_mime
+from ragstream.core.stats import percentile
 from ragstream.runtime.kafka_admin import ensure_topics
 from ragstream.settings import Settings
 from schemas.ingestion import INLINE_CONTENT_MAX_BYTES, Acl
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 async def publish_folder(
@@ -104,8 +98,8 @@ async def publish_folder(
                         getattr(r, "chunks_deleted", 0) + len(getattr(r, "removed_chunk_ids", ()))
                         for r in receipts.values()
                     ),
-                    "freshness_p50_s": round(_percentile(lat, 0.5), 3),
-                    "freshness_p95_s": round(_percentile(lat, 0.95), 3),
+                    "freshness_p50_s": round(percentile(lat, 50), 3),
+                    "freshness_p95_s": round(percentile(lat, 95), 3),
                     "freshness_max_s": round(max(lat, default=0.0), 3),
                 }
             )

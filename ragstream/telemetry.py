@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ragstream.core.stats import percentile
 from ragstream.settings import TelemetrySettings
 
 # The span a worker opens per record, named for the stage the seed lists.
@@ -74,5 +75,4 @@ def score_summary(scores: list[float]) -> dict[str, float]:
     """Min / median / max of a score list, for span attributes (never the passages themselves)."""
     if not scores:
         return {}
-    ordered = sorted(scores)
-    return {"min": ordered[0], "p50": ordered[len(ordered) // 2], "max": ordered[-1]}
+    return {"min": min(scores), "p50": percentile(scores, 50), "max": max(scores)}

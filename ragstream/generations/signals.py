@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from ragstream.core.stats import percentile
+
 QUERIES = Counter(
     "ragstream_generation_queries", "Queries served per index generation", ["generation", "route"]
 )
@@ -50,23 +52,13 @@ def observe_answer(generation: str, abstained: bool, seconds: float) -> None:
     ANSWER_LATENCY.labels(generation).observe(seconds)
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def _read_since(settings: Any, topic: str, since_ms: int) -> list[Any]:
-    from aiokafka import AIOKafkaConsumer
-
+    from ragstream.runtime.kafka import consumer as kafka_consumer
     from ragstream.runtime.kafka_admin import partitions_of
     from schemas.errors import EventDecodeError, decode
 
     kafka = settings.kafka
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(kafka, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, kafka.topic_prefix + topic)
@@ -141,8 +133,8 @@ async def report(settings: Any, since_s: float = 3600.0) -> dict[str, Any]:
         out[gen] = {
             "queries": g["queries"],
             "empty_rate": g["empty"] / g["queries"] if g["queries"] else 0.0,
-            "retrieval_ms_p50": _pct(g["lat"], 0.5),
-            "retrieval_ms_p95": _pct(g["lat"], 0.95),
+            "retrieval_ms_p50": percentile(g["lat"], 50),
+            "retrieval_ms_p95": percentile(g["lat"], 95),
             "answers": g["answers"],
             "failed": g["failed"],
             "abstain_rate": g["abstained"] / g["answers"] if g["answers"] else 0.0,

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
 from evals.metrics import (
     dcg,
     empty_result_rate,
-    latency_percentiles,
     mrr_at_k,
     ndcg_at_k,
-    percentile,
     recall_at_k,
     summarize,
 )
@@ -68,15 +65,3 @@ def test_summarize_means_over_judged_queries_and_counts_missing_as_empty() -> No
 def test_empty_result_rate() -> None:
     assert empty_result_rate({"a": [], "b": ["x"]}, ["a", "b", "c"]) == pytest.approx(2 / 3)
     assert empty_result_rate({}, []) == 0.0
-
-
-def test_percentiles_match_linear_interpolation() -> None:
-    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
-    assert percentile([1, 2, 3, 4], 95) == pytest.approx(3.85)
-    assert percentile([], 99) == 0.0
-    values = [float(v) for v in np.random.default_rng(7).exponential(30.0, size=501)]
-    got = latency_percentiles(values)
-    for q in (50, 95, 99):
-        assert got[f"p{q}"] == pytest.approx(float(np.percentile(values, q)))
-    with pytest.raises(ValueError):
-        percentile([1.0], 101)
