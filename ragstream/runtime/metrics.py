@@ -25,6 +25,14 @@ FRESHNESS = Histogram(
 )
 EMBED_LATENCY = Histogram("ragstream_embedding_seconds", "Embedding call latency", ["model"])
 EMBED_TOKENS = Counter("ragstream_embedding_tokens", "Tokens embedded", ["model"])
+# 1 for the backend each embedding model runs on in this process (chosen at start-up by the probe or the
+# settings); max over processes, so a fleet's mix of backends shows as one series per (model, backend).
+EMBED_BACKEND = Gauge(
+    "ragstream_embedding_backend",
+    "Embedding backend in use (1), per model",
+    ["model", "backend"],
+    multiprocess_mode="livemax",
+)
 NORMALIZED = Counter(
     "ragstream_normalized_documents", "Documents normalized per format", ["format", "outcome"]
 )
