@@ -36,7 +36,7 @@ from evals.beir import BeirDataset, load_beir
 from evals.fusion import Scores, convex, doc_scores, pool_bm25, ranked, rocchio, zfuse
 from evals.metrics import summarize
 from ragstream.adapters.store import open_store
-from ragstream.ports import AccessFilter
+from ragstream.ports import AccessFilter, ChunkStore, SearchHit
 from ragstream.settings import Settings
 from schemas.topics import INGESTION
 
@@ -124,14 +124,9 @@ def corpus_tenant(ds: BeirDataset, settings: Settings) -> str:
     return f"beir-{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def indexed_documents(store: Any, tenant: str) -> set[str]:
+def indexed_documents(store: ChunkStore, tenant: str) -> set[str]:
     """Document ids with a state object in the tenant (the completeness marker)."""
-    if not store.has_tenant(tenant):
-        return set()
-    return {
-        str(o.properties["document_id"])
-        for o in store.states(tenant).iterator(return_properties=["document_id"])
-    }
+    return {st.document_id for st in store.list_states(tenant, limit=None)}
 
 
 async def ensure_indexed(
@@ -244,9 +239,9 @@ def _rank_score(hit: Any, mode: str) -> float:
     return float(hit.score)
 
 
-def _doc_vectors(hits: Sequence[Any], docs: Sequence[str]) -> np.ndarray:
+def _doc_vectors(hits: Sequence[SearchHit], docs: Sequence[str]) -> np.ndarray:
     """For each document, the vector of its best-scoring chunk among the hits (hits come best first)."""
-    best: dict[str, list[float]] = {}
+    best: dict[str, tuple[float, ...]] = {}
     for h in hits:
         d = h.properties["document_id"]
         if d not in best and h.vector is not None:
@@ -255,53 +250,33 @@ def _doc_vectors(hits: Sequence[Any], docs: Sequence[str]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
-class _VecHit:
-    """A search hit with its chunk vector (search() returns vectors only inside SearchHit.properties)."""
-
-    __slots__ = ("properties", "score", "vector")
-
-    def __init__(self, properties: dict[str, Any], score: float, vector: list[float] | None) -> None:
-        self.properties, self.score, self.vector = properties, score, vector
-
-
-def _dense_with_vectors(searcher: Searcher, vector: np.ndarray, limit: int) -> list[_VecHit]:
-    from weaviate.classes.query import MetadataQuery
-
-    res = searcher.store.chunks(searcher.tenant).query.near_vector(
-        near_vector=vector.tolist(),
+def _dense_with_vectors(searcher: Searcher, vector: np.ndarray, limit: int) -> list[SearchHit]:
+    """Dense hits (score = cosine) with their chunk vectors, for the feedback round."""
+    return searcher.store.search(
+        searcher.tenant,
+        "",
+        vector.tolist(),
         limit=limit,
-        filters=searcher.acl,
-        return_metadata=MetadataQuery(distance=True),
-        return_properties=["document_id"],
-        include_vector=True,
+        acl=searcher.acl,
+        mode="dense",
+        with_vectors=True,
     )
-    return [
-        _VecHit(dict(o.properties), 1.0 - float(o.metadata.distance or 1.0), o.vector.get("default"))
-        for o in res.objects
-    ]
 
 
 def _pool_texts(searcher: Searcher, docs: Sequence[str]) -> dict[str, str]:
-    """Whole-document text (title + every chunk in position order) for the candidate documents, in one
-    filtered fetch from the index (live versions only, as retrieval serves them)."""
-    from weaviate.classes.query import Filter
-
+    """Whole-document text (title + every chunk in position order) for the candidate documents: the
+    chunks their states name (live versions only, as retrieval serves them) that the eval caller may read,
+    in two reads of the index."""
     if not docs:
         return {}
-    res = searcher.store.chunks(searcher.tenant).query.fetch_objects(
-        filters=Filter.by_property("document_id").contains_any(list(docs)) & searcher.acl,
-        limit=min(10_000, 50 * len(docs)),
-        return_properties=["document_id", "title", "text", "position", "source_version"],
-    )
     states = searcher.store.get_states(searcher.tenant, list(docs))
+    live = [cid for st in states.values() for cid in st.chunk_ids]
     parts: dict[str, list[tuple[int, str]]] = {}
     titles: dict[str, str] = {}
-    for o in res.objects:
-        p = o.properties
-        d = p["document_id"]
-        st = states.get(d)
-        if st is not None and st.live_version != p.get("source_version"):
+    for p in searcher.store.get_chunks(searcher.tenant, live).values():
+        if not searcher.acl.admits(p.get("acl_principals") or (), p.get("acl_groups") or ()):
             continue
+        d = p["document_id"]
         parts.setdefault(d, []).append((int(p.get("position") or 0), p.get("text", "")))
         titles[d] = p.get("title") or ""
     return {d: titles[d] + "\n" + "\n".join(t for _, t in sorted(ps)) for d, ps in parts.items()}

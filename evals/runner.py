@@ -116,7 +116,7 @@ class WeaviateView:
     def chunk_texts(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
         if not chunk_ids or not self.store.has_tenant(tenant):
             return {}
-        return {str(o.uuid): o.properties.get("text", "") for o in self.store.fetch_chunks(tenant, chunk_ids)}
+        return {cid: c.get("text", "") for cid, c in self.store.get_chunks(tenant, chunk_ids).items()}
 
     def document_texts(self, tenant: str, document_id: str) -> list[str]:
         return [c.get("text", "") for c in self.store.document_chunks(tenant, document_id)]

@@ -39,7 +39,7 @@ from ragstream.indexing.builder import (
     builder_spec,
 )
 from ragstream.indexing.indexer import Indexer
-from ragstream.ports import Embedder
+from ragstream.ports import ChunkStore, Embedder
 from ragstream.runtime.deps import chunking_policy
 from ragstream.runtime.kafka_admin import ensure_topics, partitions_of
 from ragstream.runtime.worker import Worker
@@ -221,7 +221,9 @@ class Build:
         self.registry = registry
         self.record = record
         self.policy = ChunkingPolicy.model_validate(record.spec.chunking_policy)
-        self.store = WeaviateStore(registry.client, record.chunks_collection, record.documents_collection)
+        self.store: ChunkStore = WeaviateStore(
+            registry.client, record.chunks_collection, record.documents_collection
+        )
         self.counters = BuildCounters()
         indexer = Indexer(self.store, TimedEmbedder(embedder, self.counters), record.name)
         handler = build_handler(

@@ -15,6 +15,7 @@ from typing import Any
 
 from ragstream.adapters.store import WeaviateStore
 from ragstream.generations import names
+from ragstream.ports import ChunkStore
 from ragstream.settings import IndexSettings
 
 
@@ -26,7 +27,7 @@ class UnknownGenerationError(ValueError):
 class Route:
     """Where one query reads: `store` (possibly an alias), the generation it names, and why."""
 
-    store: WeaviateStore
+    store: ChunkStore
     generation: str
     reason: str  # requested | canary | tenant | live | static
 
@@ -42,13 +43,13 @@ class GenerationRouter:
         client: Any,
         index: IndexSettings,
         *,
-        default: WeaviateStore | None = None,
+        default: ChunkStore | None = None,
         view_loader: ViewLoader | None = None,
         ttl_s: float = 1.0,
     ) -> None:
         self.client = client
         self.index = index
-        self._stores: dict[str, WeaviateStore] = {}
+        self._stores: dict[str, ChunkStore] = {}
         self._lock = threading.Lock()
         if default is not None:
             self._stores[index.generation] = default
@@ -57,7 +58,7 @@ class GenerationRouter:
         self._view: Any = None
         self._view_at = float("-inf")
 
-    def store(self, generation: str) -> WeaviateStore:
+    def store(self, generation: str) -> ChunkStore:
         """The store of one concrete generation (its chunks and document-state collections)."""
         with self._lock:
             found = self._stores.get(generation)
@@ -70,7 +71,7 @@ class GenerationRouter:
                 self._stores[generation] = found
             return found
 
-    def alias_store(self) -> WeaviateStore:
+    def alias_store(self) -> ChunkStore:
         """A store that searches through the live alias (the switch is atomic on the server)."""
         key = "\x00alias"
         with self._lock:

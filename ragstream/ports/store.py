@@ -7,7 +7,7 @@ suite both must pass. The docstrings below are the contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -64,12 +64,17 @@ class DocumentState(BaseModel):
 
 
 class SearchHit(BaseModel):
+    """One search result. `score` orders the hits (higher is better); its scale depends on the mode."""
+
     model_config = ConfigDict(frozen=True)
     chunk_id: str
     score: float
+    # The chunk's stored properties (those of `ChunkRecord`, without `chunk_id`).
     properties: dict[str, Any]
-    # Cosine of the chunk's vector and the query vector (dense and hybrid searches only).
+    # Cosine of the chunk's vector and the query vector (whenever the search was given a vector).
     relevance: float | None = None
+    # The chunk's stored vector, only when the search asked for it (`with_vectors=True`).
+    vector: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,11 @@ class ChunkStore(Protocol):
     """Chunks and document states of one index generation, partitioned by tenant.
 
     Every method takes the tenant explicitly; nothing of one tenant is ever visible through another.
-    Writes are idempotent upserts by id (a replayed batch changes nothing).
+    Writes are idempotent upserts by id (a replayed batch changes nothing). Chunk ids are UUID strings
+    (the chunker derives them with uuid5); the store answers them in canonical lowercase form.
+    Writes (`write_chunks`, `put_state`) need the tenant to exist (`ensure_tenant` first) and raise
+    otherwise. Reading a tenant that does not exist is not an error: reads answer empty (None, {}, [],
+    0) and deletes count 0, so a reader never has to create a tenant to find out it is empty.
     """
 
     chunks_name: str
@@ -116,8 +125,8 @@ class ChunkStore(Protocol):
     def delete_state(self, tenant: str, document_id: str) -> None:
         """Remove the document's state (no error when there is none)."""
 
-    def list_states(self, tenant: str, limit: int = 10_000) -> list[DocumentState]:
-        """Every document state of the tenant, up to `limit`."""
+    def list_states(self, tenant: str, limit: int | None = 10_000) -> list[DocumentState]:
+        """Every document state of the tenant (in no set order), up to `limit`; `None`: all of them."""
         ...
 
     def write_chunks(self, tenant: str, records: Sequence[ChunkRecord], vectors: np.ndarray) -> None:
@@ -128,16 +137,29 @@ class ChunkStore(Protocol):
         ...
 
     def chunk_ids_of(self, tenant: str, document_id: str, version: str | None = None) -> list[str]:
-        """Ids of the document's stored chunks (of one source version when given)."""
+        """Ids of the document's stored chunks, any version (only `version`'s when given), whether or not
+        its state names them (an interrupted replacement leaves chunks only this finds)."""
+        ...
+
+    def get_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored chunks by id, as property dicts with `chunk_id` (unknown ids are absent)."""
+        ...
+
+    def iter_chunks(self, tenant: str) -> Iterator[dict[str, Any]]:
+        """Every stored chunk of the tenant, any version, in no set order, as property dicts with
+        `chunk_id` (audits and tests; nothing for an unknown tenant)."""
         ...
 
     def update_acl(
         self, tenant: str, chunk_ids: Sequence[str], principals: Sequence[str], groups: Sequence[str]
-    ) -> None:
-        """Replace the ACL of these chunks (content and vectors stay)."""
+    ) -> int:
+        """Replace the ACL of these chunks (content, other properties and vectors stay); returns how many
+        existed. Unknown ids are ignored."""
+        ...
 
     def document_chunks(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
-        """The document's chunks as property dicts (with `chunk_id`), in position order."""
+        """The live version's chunks of the document (those its state names) as property dicts with
+        `chunk_id`, in position order, as a reader sees them; [] when the document has no state."""
         ...
 
     def count(self, tenant: str) -> int:
@@ -156,12 +178,20 @@ class ChunkStore(Protocol):
         mode: str = "hybrid",
         alpha: float = 0.5,
         fusion: str = "relative_score",
+        with_vectors: bool = False,
     ) -> list[SearchHit]:
         """BM25 (`mode="bm25"`), dense or hybrid search in one tenant, best first, at most `limit`.
 
         `acl` is applied inside the search: a chunk the caller may not read is never a candidate, so it
         can neither be returned nor push a readable chunk out of the top `limit`. `acl=None` (tests
         only) applies no access filter. `filters` are exact matches on FILTERABLE fields; any other key
-        raises ValueError. When `vector` is given each hit carries `relevance` (cosine to the query).
+        raises ValueError (so does another mode, or `mode="dense"` without a vector).
+
+        Scores are non-increasing down the list. BM25 returns only chunks sharing a term with the query
+        (English stop words do not count); dense ranks every candidate by cosine and its `score` is that
+        cosine; hybrid fuses both (`alpha` weighs the dense side; `fusion` is "relative_score", a convex
+        combination of min-max-normalized scores, or "ranked", reciprocal-rank fusion). When `vector`
+        is given each hit carries `relevance` (its cosine to the query, whatever the mode);
+        `with_vectors` adds the chunk's stored vector.
         """
         ...

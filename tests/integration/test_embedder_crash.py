@@ -94,7 +94,7 @@ async def test_sigkill_embedder_mid_ingest(settings, unique, embedder, tmp_path)
             await asyncio.sleep(
                 2
             )  # anything written late would be a duplicate or a stray: there must be none
-            ids = [str(o.uuid) for o in h.store.chunks("t1").iterator(return_properties=[])]
+            ids = [c["chunk_id"] for c in h.store.iter_chunks("t1")]
             assert len(ids) == len(set(ids)) == len(expected)
             assert set(ids) == expected
             states = h.store.list_states("t1")

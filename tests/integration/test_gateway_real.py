@@ -88,8 +88,8 @@ async def test_sse_stream_deltas_then_answer_with_resolving_citations(env: Env) 
     ingested = env.h.chunk_ids("acme")
     for c in final["citations"]:
         assert c["chunk_id"] in ingested and c["document_id"] == "handbook.md" and c["source_version"]
-        obj = env.h.store.chunks("acme").query.fetch_object_by_id(c["chunk_id"])
-        assert obj is not None and "cafeteria" in obj.properties["text"]
+        stored = env.h.store.get_chunks("acme", [c["chunk_id"]])
+        assert c["chunk_id"] in stored and "cafeteria" in stored[c["chunk_id"]]["text"]
     assert result.timings_ms["client_first_delta"] <= result.timings_ms["client_total"]
     assert "gateway_total" in final["timings_ms"] and "retrieval" in final["timings_ms"]
 

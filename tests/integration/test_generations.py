@@ -295,10 +295,7 @@ async def test_build_beside_live_gate_canary_tenant_promotion_switch_and_rollbac
         cstore = env.store(cand)
         assert await eventually(lambda: cstore.get_state("globex", "late.md"), timeout_s=30)
         assert cstore.get_state("globex", "facilities.md") is None
-        assert {
-            o.properties["generation"]
-            for o in cstore.chunks("acme").iterator(return_properties=["generation"])
-        } == {cand}
+        assert {c["generation"] for c in cstore.iter_chunks("acme")} == {cand}
         assert env.registry.view().generations[cand].ready["offsets"]
 
         lc = Lifecycle(

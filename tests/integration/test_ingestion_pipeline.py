@@ -66,15 +66,12 @@ async def test_debian_corpus_two_tenants_isolated(settings, unique, embedder, tm
         assert len(acme) == first["chunks_written"] and len(globex) == second["chunks_written"]
         assert acme.isdisjoint(globex), "chunk ids are scoped by tenant"
         for own, other in (("acme", globex), ("globex", acme)):
-            hits = h.store.chunks(own).query.bm25("Debian package dpkg", limit=50).objects
-            assert hits and all(str(o.uuid) not in other for o in hits)
-            assert h.store.chunks(own).query.fetch_object_by_id(next(iter(other))) is None
-        formats = {
-            o.properties["document_id"].rsplit(".", 1)[-1]
-            for o in h.store.chunks("acme").iterator(return_properties=["document_id"])
-        }
+            hits = h.store.search(own, "Debian package dpkg", None, limit=50, acl=None, mode="bm25")
+            assert hits and all(hit.chunk_id not in other for hit in hits)
+            assert h.store.get_chunks(own, [next(iter(other))]) == {}
+        formats = {c["document_id"].rsplit(".", 1)[-1] for c in h.store.iter_chunks("acme")}
         assert {"html", "pdf", "txt"} <= formats
-        sample = h.store.chunks("acme").query.fetch_objects(limit=1).objects[0].properties
+        sample = next(h.store.iter_chunks("acme"))
         for prop in (
             "source_version",
             "owner",
@@ -109,7 +106,8 @@ async def test_change_delete_and_unchanged_republish(
         assert after["beta.txt"].isdisjoint(before["beta.txt"])
         assert h.chunk_ids("t1") == set().union(*after.values()), "old version's chunks are gone"
         texts = [
-            o.properties["text"] for o in h.store.chunks("t1").query.bm25("Beta batch", limit=10).objects
+            hit.properties["text"]
+            for hit in h.store.search("t1", "Beta batch", None, limit=10, acl=None, mode="bm25")
         ]
         assert any("three" in t for t in texts) and not any("two in the morning" in t for t in texts)
 

@@ -73,10 +73,7 @@ async def test_file_refs_outside_roots_are_dead_lettered_and_partition_moves_on(
             assert h.store.get_state("t1", doc) is None, f"{doc} was indexed"
         for d in dead:
             assert "root:" not in d.message and "4242" not in d.message, "content leaked into the DLQ"
-        texts = [
-            str(o.properties.get("text", ""))
-            for o in h.store.chunks("t1").iterator(return_properties=["text"])
-        ]
+        texts = [str(c.get("text", "")) for c in h.store.iter_chunks("t1")]
         assert any("harbour crane" in t for t in texts)
         assert not any("root:" in t or "4242" in t for t in texts)
 

@@ -129,8 +129,8 @@ async def test_citations_resolve_to_prompt_chunks(serving) -> None:
     assert "eight" in final.answer and final.citations
     prompt = capture.prompts[final.query_id]
     for c in final.citations:
-        obj = h.store.chunks("acme").query.fetch_object_by_id(c.chunk_id)
-        assert obj is not None and obj.properties["text"] in prompt
+        stored = h.store.get_chunks("acme", [c.chunk_id])
+        assert c.chunk_id in stored and stored[c.chunk_id]["text"] in prompt
         assert c.source_version and c.document_id == "handbook.md"
     assert "".join(d.text for d in sorted(result["deltas"], key=lambda d: d.seq)).strip()
 

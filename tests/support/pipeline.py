@@ -83,9 +83,7 @@ class Harness:
         )
 
     def chunk_ids(self, tenant: str) -> set[str]:
-        if not self.store.has_tenant(tenant):
-            return set()
-        return {str(o.uuid) for o in self.store.chunks(tenant).iterator(return_properties=[])}
+        return {c["chunk_id"] for c in self.store.iter_chunks(tenant)}
 
 
 async def eventually(check: Callable[[], Any], timeout_s: float = 60.0, interval: float = 0.2) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,10 @@ import pytest
 
 from producers.folder import Manifest, diff, load_manifest, manifest_path, save_manifest
 from ragstream.adapters.embedder import HashEmbedder
+from ragstream.adapters.memory_store import MemoryChunkStore
 from ragstream.indexing.indexer import Indexer, apply_batch
 from ragstream.ports import DocumentState
 from schemas.ingestion import Acl, ChunkPayload, DocumentChunked, DocumentFacts, DocumentIndexed
-from tests.support.memory_store import MemoryStore
 
 STAFF = Acl(groups=("staff",))
 FINANCE = Acl(groups=("finance",))
@@ -143,13 +144,20 @@ def _chunked(acl: Acl, sha: str = "sha-1") -> DocumentChunked:
         facts=DocumentFacts(document_id="doc.md", source_version=sha, acl=acl, content_sha256=sha),
         normalizer_version="n1",
         policy_hash="p1",
-        chunks=(ChunkPayload(chunk_id=f"{sha}:0", position=0, text="merger code", token_count=2),),
+        chunks=(
+            ChunkPayload(
+                chunk_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sha}:0")),
+                position=0,
+                text="merger code",
+                token_count=2,
+            ),
+        ),
     )
 
 
 def test_same_content_upsert_with_new_acl_rewrites_acl_without_embedding() -> None:
-    store, emb = MemoryStore(), CountingEmbedder()
-    indexer = Indexer(store, emb, "g1")  # type: ignore[arg-type]
+    store, emb = MemoryChunkStore(), CountingEmbedder()
+    indexer = Indexer(store, emb, "g1")
     apply_batch(indexer, [_chunked(STAFF)])
     assert emb.texts == 1
     (receipt,) = apply_batch(indexer, [_chunked(FINANCE)])
@@ -157,14 +165,14 @@ def test_same_content_upsert_with_new_acl_rewrites_acl_without_embedding() -> No
     assert receipt.acl_only and not receipt.unchanged and emb.texts == 1, "no re-embedding"
     state = store.get_state("t1", "doc.md")
     assert isinstance(state, DocumentState) and state.acl_groups == ("finance",)
-    assert {r.acl_groups for r, _ in store.chunks.values()} == {("finance",)}
+    assert {tuple(c["acl_groups"]) for c in store.iter_chunks("t1")} == {("finance",)}
     (again,) = apply_batch(indexer, [_chunked(FINANCE)])
     assert isinstance(again, DocumentIndexed) and again.unchanged and not again.acl_only
 
 
 def test_same_content_upserts_with_two_acls_in_one_batch_end_with_the_last() -> None:
-    store, emb = MemoryStore(), CountingEmbedder()
-    indexer = Indexer(store, emb, "g1")  # type: ignore[arg-type]
+    store, emb = MemoryChunkStore(), CountingEmbedder()
+    indexer = Indexer(store, emb, "g1")
     apply_batch(indexer, [_chunked(STAFF), _chunked(FINANCE)])
     assert store.get_state("t1", "doc.md").acl_groups == ("finance",)  # type: ignore[union-attr]
-    assert {r.acl_groups for r, _ in store.chunks.values()} == {("finance",)}
+    assert {tuple(c["acl_groups"]) for c in store.iter_chunks("t1")} == {("finance",)}
