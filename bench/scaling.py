@@ -39,14 +39,13 @@ from typing import Any
 
 import httpx
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from application.compose import wire
 from bench.common import cleanup, isolated_settings
 from producers.publisher import DocumentPublisher
 from ragstream.runtime.deps import Deps
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
+from ragstream.runtime.offsets import LagReader
 from ragstream.runtime.worker import Producer, Worker
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
@@ -107,37 +106,21 @@ def chart_scaling() -> dict[str, Scaling]:
 
 
 class LagProbe:
-    """A consumer group's total lag on one topic, as KEDA's scaler reads it (earliest reset policy)."""
+    """A consumer group's total lag on one topic, as KEDA's scaler reads it (earliest reset policy: a
+    partition without a commit counts from offset zero)."""
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        self._reader = LagReader(settings.kafka)
 
     async def start(self) -> None:
-        await self.admin.start()
-        await self.consumer.start()
+        await self._reader.start()
 
     async def stop(self) -> None:
-        await self.consumer.stop()
-        await self.admin.close()
+        await self._reader.stop()
 
     async def lag(self, group: str, topic: str) -> int:
-        name = self.s.kafka.topic_prefix + topic
-        self.consumer._client.add_topic(name)  # track metadata for an unsubscribed topic
-        parts = self.consumer.partitions_for_topic(name)
-        if not parts:
-            await self.consumer._client.force_metadata_update()
-            parts = self.consumer.partitions_for_topic(name) or set()
-        tps = [TopicPartition(name, p) for p in sorted(parts)]
-        ends = await self.consumer.end_offsets(tps)
-        committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
-        total = 0
-        for tp in tps:
-            meta = committed.get(tp)
-            offset = meta.offset if meta is not None and meta.offset >= 0 else 0
-            total += max(ends[tp] - offset, 0)
-        return total
+        return await self._reader.lag(group, self.s.kafka.topic_prefix + topic, uncommitted="zero")
 
 
 # --- one stage ----------------------------------------------------------------------------------------------

@@ -224,12 +224,11 @@ class GatewayAsker:
 
 async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> bool:
     """Whether every serving consumer group has a live member reading this deployment's topics."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.protocol.group import MemberAssignment
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-eval"
-    )
+    from ragstream.runtime import kafka
+
+    admin = kafka.admin(settings.kafka, client_id=f"{settings.kafka.client_id}-eval")
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         described = []

@@ -23,11 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from gateway import metrics
-from ragstream.runtime.kafka_admin import group_id, partitions_of
+from ragstream.runtime.kafka_admin import group_id
+from ragstream.runtime.offsets import LagReader
 from ragstream.settings import ServingSettings, Settings
 from schemas.topics import CONSUMERS
 
@@ -156,40 +154,19 @@ class KafkaLagProbe:
         self.settings = settings
         self.specs = [CONSUMERS[n] for n in names]
         self.group_suffix = group_suffix
-        k = settings.kafka
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=k.bootstrap_servers, client_id=f"{k.client_id}-gateway-lag"
-        )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers, group_id=None, enable_auto_commit=False
-        )
-        self._tps: dict[str, list[TopicPartition]] = {}
+        self._reader = LagReader(settings.kafka, client_id=f"{settings.kafka.client_id}-gateway-lag")
 
     async def start(self) -> None:
-        await self._admin.start()
-        await self._consumer.start()
+        await self._reader.start()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
-        await self._admin.close()
+        await self._reader.stop()
 
     async def lag(self) -> int:
-        prefix = self.settings.kafka.topic_prefix
+        k = self.settings.kafka
         total = 0
         for spec in self.specs:
-            topic = prefix + spec.topic
-            if topic not in self._tps:
-                self._tps[topic] = await partitions_of(self._consumer, topic)
-            tps = self._tps[topic]
-            if not tps:
-                continue
-            committed = await self._admin.list_consumer_group_offsets(
-                group_id(self.settings.kafka, spec.name, self.group_suffix), partitions=tps
-            )
-            ends = await self._consumer.end_offsets(tps)
-            starts = await self._consumer.beginning_offsets(tps)
-            for tp in tps:
-                meta = committed.get(tp)
-                done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
-                total += max(0, ends[tp] - done)
+            group = group_id(k, spec.name, self.group_suffix)
+            # A group that never committed would start at the log start (earliest reset).
+            total += await self._reader.lag(group, k.topic_prefix + spec.topic, uncommitted="log_start")
         return total

@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaConsumer
 
 from gateway import metrics
 from gateway.auth import Principal
-from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime import kafka
+from ragstream.runtime.offsets import tail
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
 from schemas.errors import EventDecodeError, decode
@@ -260,24 +261,15 @@ class KafkaAnswerHub(AnswerHub):
     async def start(self) -> None:
         """Assign every partition of the answers topic and position at its end before serving."""
         k = self.settings.kafka
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers,
+        self._consumer = kafka.consumer(
+            k,
             client_id=f"{k.client_id}-gateway-hub",
-            group_id=None,
             enable_auto_commit=False,
             max_partition_fetch_bytes=k.max_message_bytes,
         )
         await self._consumer.start()
-        tps = []
-        for topic in (ANSWERS.name, QUERIES_REQUESTED.name):
-            found = await partitions_of(self._consumer, k.topic_prefix + topic)
-            if not found:
-                raise RuntimeError(f"topic {k.topic_prefix + topic} does not exist")
-            tps += found
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self._consumer.position(tp)
+        topics = (k.topic_prefix + ANSWERS.name, k.topic_prefix + QUERIES_REQUESTED.name)
+        await tail(self._consumer, topics, missing_ok=False)
         self._task = asyncio.create_task(self._pump(), name="answer-hub")
         self.ready = True
 

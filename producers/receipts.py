@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer
-
-from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime import kafka
+from ragstream.runtime.offsets import tail
 from ragstream.settings import Settings
 from schemas.errors import EventDecodeError, decode
 from schemas.ingestion import DocumentDeleted, DocumentIndexed
@@ -19,20 +18,13 @@ class ReceiptWatcher:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.kafka.topic_prefix + INGEST_RECEIPTS.name
-        self._c = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            group_id=None,
-            client_id=f"{settings.kafka.client_id}-receipts",
+        self._c = kafka.consumer(
+            settings.kafka, enable_auto_commit=False, client_id=f"{settings.kafka.client_id}-receipts"
         )
 
     async def start(self) -> None:
         await self._c.start()
-        tps = await partitions_of(self._c, self.topic)
-        self._c.assign(tps)
-        await self._c.seek_to_end(*tps)
-        for tp in tps:  # resolve the end offsets now, not lazily after we publish
-            await self._c.position(tp)
+        await tail(self._c, (self.topic,))
 
     async def stop(self) -> None:
         await self._c.stop()

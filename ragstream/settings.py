@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -21,8 +22,17 @@ def default_cache_dir() -> Path:
     return Path(base) / "ragstream"
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
 class KafkaSettings(BaseModel):
-    model_config = _FROZEN
+    # hide_input_in_errors: a validation error would otherwise print the raw input, SASL password included.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "ragstream"
     topic_prefix: str = ""
@@ -32,7 +42,52 @@ class KafkaSettings(BaseModel):
     # 0: a query crosses four topics, so batching delay would be paid four times; concurrent sends still
     # share requests.
     linger_ms: int = 0
-    security_protocol: str = "PLAINTEXT"
+    # How every client reaches the brokers (ragstream.runtime.kafka builds them all from these fields).
+    security_protocol: Annotated[KafkaSecurityProtocol, BeforeValidator(_upper)] = "PLAINTEXT"
+    ssl_cafile: Path | None = None  # the cluster CA (PEM); unset: the system trust store
+    ssl_certfile: Path | None = None  # a client certificate (PEM) for mutual TLS
+    ssl_keyfile: Path | None = None  # its private key, when not in the certificate file
+    ssl_key_password: SecretStr | None = None
+    sasl_mechanism: Annotated[SaslMechanism | None, BeforeValidator(_upper)] = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _connection_is_complete(self) -> KafkaSettings:
+        """Refuse at load what would only fail at the first connection, or quietly connect in clear text.
+        Messages name settings, never their values."""
+        self._check_tls()
+        self._check_sasl()
+        return self
+
+    def _check_tls(self) -> None:
+        protocol = self.security_protocol
+        files = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile}
+        files["ssl_keyfile"] = self.ssl_keyfile
+        if protocol not in ("SSL", "SASL_SSL"):
+            if any(files.values()) or self.ssl_key_password is not None:
+                raise ValueError(f"kafka.ssl_* is set but kafka.security_protocol is {protocol}")
+            return
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"kafka.{name}: no such file {path}")
+        if (self.ssl_keyfile or self.ssl_key_password is not None) and self.ssl_certfile is None:
+            raise ValueError("kafka.ssl_keyfile and kafka.ssl_key_password need kafka.ssl_certfile")
+
+    def _check_sasl(self) -> None:
+        given = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+        }
+        protocol = self.security_protocol
+        if not protocol.startswith("SASL_"):
+            if any(v is not None for v in given.values()):
+                raise ValueError(f"kafka.sasl_* is set but kafka.security_protocol is {protocol}")
+            return
+        missing = [f"kafka.{name}" for name, value in given.items() if not value]
+        if missing:
+            raise ValueError(f"kafka.security_protocol {protocol} needs {', '.join(missing)}")
 
 
 class WeaviateSettings(BaseModel):
@@ -54,6 +109,9 @@ class StackSettings(BaseModel):
     kafka_version: str = "4.1.2"
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    # Opt-in: a SASL_SSL listener (SCRAM-SHA-512, a CA and broker certificate generated in the stack home)
+    # on this port beside the plaintext one; 0 keeps the broker as it is.
+    kafka_sasl_ssl_port: int = 0
     kafka_heap: str = "-Xms256m -Xmx768m"
     weaviate_version: str = "1.39.0"
     weaviate_http_port: int = 18080
@@ -219,6 +277,8 @@ class Settings(BaseSettings):
         secrets_dir=os.environ.get("RAGSTREAM_SECRETS_DIR") or None,
         frozen=True,
         extra="ignore",
+        # A validation error would otherwise print the raw input of the failing section, secrets included.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from application.stack.home import stack_home
 from application.stack.process import ProcessRecord, StateFile, is_alive, spawn, stop, tail
 from application.stack.services import KafkaService, Progress, ServiceSpec, StackError, WeaviateService
 from ragstream.settings import Settings
@@ -27,6 +27,13 @@ class Service(Protocol):
     def healthy(self) -> bool: ...
 
 
+@runtime_checkable
+class AfterHealthy(Protocol):
+    """A service with set-up that needs it running (the broker's SCRAM user on an existing log)."""
+
+    def after_healthy(self) -> None: ...
+
+
 @dataclass
 class ServiceStatus:
     service: str
@@ -37,13 +44,6 @@ class ServiceStatus:
     version: str
     log: str = ""
     last_log_lines: list[str] = field(default_factory=list)
-
-
-def stack_home(settings: Settings) -> Path:
-    if settings.stack.home is not None:
-        return settings.stack.home.resolve()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "ragstream" / "stack"
 
 
 class Stack:
@@ -90,6 +90,9 @@ class Stack:
             self.state.save(records)
             progress(svc.name, f"started pid {records[svc.name].pid}, waiting for port {svc.port}")
         self._wait_healthy(records, progress)
+        for svc in self.services:
+            if isinstance(svc, AfterHealthy):
+                svc.after_healthy()
         return self.status()
 
     def _wait_healthy(self, records: dict[str, ProcessRecord], progress: Callable[[str, str], None]) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 
 from application.stack.process import port_open
+from application.stack.secrets import KAFKA_SASL_MECHANISM, ensure_kafka_sasl_secret
+from application.stack.tls import ensure_broker_tls
 from ragstream.settings import Settings
 
 Progress = Callable[[str], None]
@@ -56,9 +58,13 @@ class KafkaService:
 
     def __init__(self, settings: Settings, home: Path) -> None:
         self.s = settings.stack
+        self.stack_home = home
         self.home = home / "kafka"
         self.libs = self.s.cache_dir / "kafka" / self.s.kafka_version / "libs"
         self.port = self.s.kafka_port
+        # Opt-in SASL_SSL listener (0: none); its SCRAM user is recorded here once it exists.
+        self.sasl_ssl_port = self.s.kafka_sasl_ssl_port
+        self._scram_marker = self.home / "scram-users"
 
     @property
     def version(self) -> str:
@@ -98,42 +104,100 @@ class KafkaService:
     def prepare(self) -> None:
         data = self.home / "data"
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.sasl_ssl_port:
+            ensure_broker_tls(self.stack_home)
         props = self.home / "server.properties"
         props.write_text(self._properties(data))
         if not (data / "meta.properties").exists():
-            cluster_id = str(uuid.uuid4().hex[:22])
-            subprocess.run(
-                [
-                    self._java(),
-                    "-cp",
-                    f"{self.libs}/*",
-                    f"-Dlog4j2.configurationFile={LOG4J}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
+            self._format(props)
+
+    def _kafka_tool(self, main_class: str, *args: str) -> list[str]:
+        return [
+            self._java(),
+            "-cp",
+            f"{self.libs}/*",
+            f"-Dlog4j2.configurationFile={LOG4J}",
+            main_class,
+            *args,
+        ]
+
+    def _format(self, props: Path) -> None:
+        argv = self._kafka_tool(
+            "kafka.tools.StorageTool", "format", "--standalone", "-t", uuid.uuid4().hex[:22], "-c", str(props)
+        )
+        scram = self._scram_user() if self.sasl_ssl_port else None
+        if scram is not None:
+            # SCRAM credentials are metadata records: a fresh KRaft log gets them at format time.
+            name, password = scram
+            argv += ["--add-scram", f"{KAFKA_SASL_MECHANISM}=[name={name},password={password}]"]
+        _run_secret_tool(argv, "format the broker's storage", secret=scram[1] if scram else None)
+        if scram is not None:
+            self._scram_marker.write_text(scram[0] + "\n")
+
+    def _scram_user(self) -> tuple[str, str]:
+        found = ensure_kafka_sasl_secret(self.stack_home)
+        return found["username"], found["password"]
+
+    def after_healthy(self) -> None:
+        """A broker formatted before the SASL_SSL listener was enabled has no SCRAM user yet: create it with
+        Kafka's ConfigCommand over the plaintext (loopback) listener."""
+        if not self.sasl_ssl_port or self._scram_marker.exists():
+            return
+        name, password = self._scram_user()
+        argv = self._kafka_tool(
+            "kafka.admin.ConfigCommand",
+            "--bootstrap-server",
+            f"127.0.0.1:{self.port}",
+            "--alter",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            name,
+            "--add-config",
+            f"{KAFKA_SASL_MECHANISM}=[password={password}]",
+        )
+        _run_secret_tool(argv, "create the SCRAM user", secret=password)
+        self._scram_marker.write_text(name + "\n")
+
+    def _listeners(self) -> dict[str, int]:
+        """Listener name -> port; the SASL_SSL one only when enabled, so the default broker is unchanged."""
+        s = self.s
+        found = {"PLAINTEXT": s.kafka_port, "CONTROLLER": s.kafka_controller_port}
+        if self.sasl_ssl_port:
+            found["SASL_SSL"] = self.sasl_ssl_port
+        return found
+
+    def _sasl_ssl_properties(self) -> list[str]:
+        if not self.sasl_ssl_port:
+            return []
+        tls = ensure_broker_tls(self.stack_home)
+        mech = KAFKA_SASL_MECHANISM.lower()
+        return [
+            f"sasl.enabled.mechanisms={KAFKA_SASL_MECHANISM}",
+            f"listener.name.sasl_ssl.sasl.enabled.mechanisms={KAFKA_SASL_MECHANISM}",
+            f"listener.name.sasl_ssl.{mech}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type=PEM",
+            f"listener.name.sasl_ssl.ssl.keystore.location={tls.keystore}",
+        ]
 
     def _properties(self, data: Path) -> str:
         s = self.s
+        listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in self._listeners().items())
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" + (
+            ",SASL_SSL:SASL_SSL" if self.sasl_ssl_port else ""
+        )
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{s.kafka_controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                f"listeners={listeners}",
+                f"advertised.listeners={listeners}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
+                *self._sasl_ssl_properties(),
                 f"log.dirs={data}",
                 "num.partitions=6",
                 "offsets.topic.replication.factor=1",
@@ -169,7 +233,19 @@ class KafkaService:
         return ServiceSpec(self.name, self.port, self.version, argv, env, self.home)
 
     def healthy(self) -> bool:
-        return port_open(self.port)
+        return port_open(self.port) and (not self.sasl_ssl_port or port_open(self.sasl_ssl_port))
+
+
+def _run_secret_tool(argv: list[str], what: str, secret: str | None) -> None:
+    """Run a Kafka tool whose arguments may hold a password: a failure reports the tool's output with the
+    password masked, never the command line (CalledProcessError's message would print it)."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return
+    out = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+    if secret:
+        out = out.replace(secret, "***")
+    raise StackError(f"kafka: could not {what} (exit {proc.returncode}):\n{out}")
 
 
 class WeaviateService:

@@ -15,9 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
-
 from ragstream.adapters.store import WeaviateStore
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.normalize import NORMALIZER_VERSION
@@ -41,7 +38,8 @@ from ragstream.indexing.builder import (
 from ragstream.indexing.indexer import Indexer
 from ragstream.ports import ChunkStore, Embedder
 from ragstream.runtime.deps import chunking_policy
-from ragstream.runtime.kafka_admin import ensure_topics, partitions_of
+from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.offsets import LagReader
 from ragstream.runtime.worker import Worker
 from ragstream.settings import KafkaSettings, Settings
 from schemas.envelope import utcnow
@@ -53,34 +51,23 @@ Progress = Callable[[dict[str, Any]], None]
 
 async def end_offsets(kafka: KafkaSettings, topic: str = SOURCE_CHANGES.name) -> dict[int, int]:
     """partition -> end offset of `topic` (prefix applied)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        tps = await partitions_of(consumer, kafka.topic_prefix + topic)
-        ends = await consumer.end_offsets(tps)
-        return {tp.partition: int(off) for tp, off in ends.items()}
-    finally:
-        await consumer.stop()
+    async with LagReader(kafka) as reader:
+        return await reader.end_offsets(kafka.topic_prefix + topic)
 
 
 async def committed_offsets(
     kafka: KafkaSettings, group: str, topic: str = SOURCE_CHANGES.name
 ) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-lag")
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    full = kafka.topic_prefix + topic
-    return {tp.partition: int(om.offset) for tp, om in found.items() if tp.topic == full and om.offset >= 0}
+    """partition -> committed offset of `group` on `topic` (prefix applied), where it committed."""
+    async with LagReader(kafka) as reader:
+        return (await reader.offsets(group, kafka.topic_prefix + topic)).committed
 
 
 async def group_lag(kafka: KafkaSettings, group: str) -> tuple[int, dict[int, int]]:
     """Total lag of `group` on the source topic now, and the committed offsets."""
-    ends = await end_offsets(kafka)
-    done = await committed_offsets(kafka, group)
-    return sum(max(0, end - done.get(p, 0)) for p, end in ends.items()), done
+    async with LagReader(kafka) as reader:
+        found = await reader.offsets(group, kafka.topic_prefix + SOURCE_CHANGES.name)
+    return found.lag(), found.committed
 
 
 class LagProbe:
@@ -90,32 +77,19 @@ class LagProbe:
         self.kafka = kafka
         self.group = group
         self.topic = kafka.topic_prefix + SOURCE_CHANGES.name
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None)
-        self.admin = AIOKafkaAdminClient(
-            bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-lag"
-        )
-        self._tps: list[Any] = []
+        self._reader = LagReader(kafka)
 
     async def start(self) -> None:
-        await self.consumer.start()
-        await self.admin.start()
-        self._tps = await partitions_of(self.consumer, self.topic)
+        await self._reader.start()
+        await self._reader.partitions(self.topic)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
-            await self.consumer.stop()
-        with contextlib.suppress(Exception):
-            await self.admin.close()
+            await self._reader.stop()
 
     async def lag(self) -> tuple[int, dict[int, int]]:
-        ends = await self.consumer.end_offsets(self._tps)
-        found = await self.admin.list_consumer_group_offsets(self.group)
-        done = {
-            tp.partition: int(om.offset)
-            for tp, om in found.items()
-            if tp.topic == self.topic and om.offset >= 0
-        }
-        return sum(max(0, int(end) - done.get(tp.partition, 0)) for tp, end in ends.items()), done
+        found = await self._reader.offsets(self.group, self.topic)
+        return found.lag(), found.committed
 
 
 async def snapshot(kafka: KafkaSettings) -> SourceSnapshot:

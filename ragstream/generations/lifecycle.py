@@ -13,12 +13,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from ragstream.generations.gate import EvalOutcome, Gate
 from ragstream.generations.record import GenerationEvent, RegistryView
 from ragstream.generations.registry import Registry
 from ragstream.indexing.builder import builder_group
+from ragstream.runtime.kafka import admin as kafka_admin
 from ragstream.settings import Settings
 
 
@@ -179,9 +178,7 @@ class Lifecycle:
 
     async def _drop_group(self, group: str) -> None:
         kafka = self.settings.kafka
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-gc"
-        )
+        admin = kafka_admin(kafka, client_id=f"{kafka.client_id}-gc")
         with contextlib.suppress(Exception):
             await admin.start()
             try:

@@ -16,13 +16,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from ragstream.adapters.embedder import Embedder
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.tokenizer import Tokenizer
 from ragstream.indexing.builder import to_chunked_event
 from ragstream.indexing.indexer import embed_text
+from ragstream.runtime.kafka import consumer as kafka_consumer
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.runtime.worker import PermanentError
 from ragstream.settings import Settings
@@ -136,9 +135,8 @@ class Plan:
 async def read_source(settings: Settings) -> list[Any]:
     """Every event on the source topic up to its current end (no group: nothing is committed)."""
     kafka = settings.kafka
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=None,
+    consumer = kafka_consumer(
+        kafka,
         enable_auto_commit=False,
         max_partition_fetch_bytes=kafka.max_message_bytes,
         fetch_max_bytes=64 * 1024 * 1024,

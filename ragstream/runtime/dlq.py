@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
+from ragstream.runtime import kafka
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.settings import Settings
 from schemas.dlq import DeadLetter
@@ -16,9 +15,7 @@ async def read_dead_letters(settings: Settings, topics: list[str] | None = None)
     """Every dead letter currently retained, oldest first per topic."""
     prefix = settings.kafka.topic_prefix
     names = [prefix + t.dlq for t in TOPICS.values()] if topics is None else topics
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
+    consumer = kafka.consumer(settings.kafka, enable_auto_commit=False)
     await consumer.start()
     out: list[DeadLetter] = []
     try:
@@ -45,9 +42,7 @@ async def read_dead_letters(settings: Settings, topics: list[str] | None = None)
 
 async def replay(settings: Settings, dead: DeadLetter) -> None:
     """Send the original bytes back to the original topic (after the cause was fixed)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = kafka.producer(settings.kafka, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         headers = [(k, v.encode()) for k, v in dead.original_headers.items()]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
+from ragstream.runtime import kafka
 from ragstream.settings import KafkaSettings
 from schemas.topics import CONSUMERS, TOPICS, TopicSpec
 
@@ -51,7 +52,7 @@ def desired_topics(cfg: KafkaSettings, specs: Iterable[TopicSpec] | None = None)
 
 async def ensure_topics(cfg: KafkaSettings, topics: list[NewTopic] | None = None) -> list[str]:
     """Create missing topics; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers, client_id=f"{cfg.client_id}-admin")
+    admin = kafka.admin(cfg, client_id=f"{cfg.client_id}-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -83,7 +84,7 @@ async def drop_topics(cfg: KafkaSettings, prefixes: Iterable[str], batch: int = 
     wanted = tuple(prefixes)
     if not all(wanted):
         raise ValueError("refusing to drop the unprefixed (production) namespace")
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers, client_id=f"{cfg.client_id}-admin")
+    admin = kafka.admin(cfg, client_id=f"{cfg.client_id}-admin")
     await admin.start()
     try:
         topics = sorted(t for t in await admin.list_topics() if t.startswith(wanted))

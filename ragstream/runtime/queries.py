@@ -8,11 +8,11 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime import kafka
+from ragstream.runtime.offsets import tail
 from ragstream.runtime.worker import Producer
 from ragstream.settings import Settings
 from schemas.envelope import utcnow
@@ -29,9 +29,7 @@ class QueryClient:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.producer = Producer(settings, QUERIES_REQUESTED.compression)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka.bootstrap_servers, group_id=None, enable_auto_commit=False
-        )
+        self.consumer = kafka.consumer(settings.kafka, enable_auto_commit=False)
         self.events: dict[str, list[Any]] = defaultdict(list)
         self._done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._task: asyncio.Task[None] | None = None
@@ -39,13 +37,8 @@ class QueryClient:
     async def __aenter__(self) -> QueryClient:
         await self.producer.start()
         await self.consumer.start()
-        tps = []
-        for topic in (ANSWERS.name, QUERIES_RETRIEVED.name):
-            tps += await partitions_of(self.consumer, self.s.kafka.topic_prefix + topic)
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
+        prefix = self.s.kafka.topic_prefix
+        await tail(self.consumer, (prefix + ANSWERS.name, prefix + QUERIES_RETRIEVED.name))
         self._task = asyncio.create_task(self._pump())
         return self
 

@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
-from ragstream.runtime import metrics
+from ragstream.runtime import kafka, metrics
 from ragstream.runtime.errors import PermanentError, TransientError
 from ragstream.runtime.kafka_admin import group_id
 from ragstream.settings import Settings
@@ -86,9 +86,8 @@ class Producer:
 
     def __init__(self, settings: Settings, compression: str | None) -> None:
         self.prefix = settings.kafka.topic_prefix
-        self._p = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap_servers,
-            client_id=settings.kafka.client_id,
+        self._p = kafka.producer(
+            settings.kafka,
             acks="all",
             enable_idempotence=True,
             max_request_size=settings.kafka.max_message_bytes,
@@ -159,9 +158,9 @@ class Worker:
         self.max_attempts = max_attempts
         self.backoff_max_s = backoff_max_s
         self.producer = producer or Producer(settings, output_compression(spec))
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = kafka.consumer(
+            settings.kafka,
             settings.kafka.topic_prefix + spec.topic,
-            bootstrap_servers=settings.kafka.bootstrap_servers,
             group_id=self.group,
             client_id=f"{settings.kafka.client_id}-{spec.name}",
             enable_auto_commit=False,

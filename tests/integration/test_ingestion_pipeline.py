@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from producers.publisher import DocumentPublisher
+from ragstream.runtime import kafka
 from schemas.dlq import DeadLetter
 from schemas.ingestion import Acl, DocumentChanged
 from schemas.topics import INGEST_RECEIPTS, SOURCE_CHANGES
@@ -239,7 +239,7 @@ async def test_bad_input_dead_lettered_and_later_events_indexed(settings, unique
 async def test_raw_bad_json_does_not_block_partition(settings, unique, embedder, tmp_path) -> None:
     s = isolated_pipeline_settings(settings, unique)
     async with Harness(s, embedder, INGEST, tmp=tmp_path) as h:
-        p = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers)
+        p = kafka.producer(s.kafka)
         await p.start()
         await p.send_and_wait(s.kafka.topic_prefix + SOURCE_CHANGES.name, b"\x00\x01 not json", key=b"t1/x")
         await p.stop()

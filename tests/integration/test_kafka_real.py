@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from faststream.kafka import KafkaBroker
 
+from ragstream.runtime import kafka
 from ragstream.runtime.kafka_admin import ensure_topics
 from schemas.ingestion import DocumentChanged
 
@@ -21,9 +21,7 @@ async def test_aiokafka_produce_consume(settings, unique) -> None:
     assert created == [topic]
     assert await ensure_topics(settings.kafka, [NewTopic(topic, 3, 1)]) == []
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = kafka.producer(settings.kafka, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for i in range(10):
@@ -31,9 +29,9 @@ async def test_aiokafka_produce_consume(settings, unique) -> None:
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
+        settings.kafka,
         topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
         group_id=f"g-{unique}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -6,8 +6,8 @@ import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from ragstream.runtime import kafka
 from ragstream.runtime.worker import Inbound, Outbound, PermanentError, TransientError, Worker
 from schemas.dlq import DeadLetter
 from schemas.ingestion import DocumentChanged, DocumentRemoved
@@ -58,7 +58,7 @@ async def test_dead_letters_and_poison_do_not_block(settings, unique) -> None:
             out.append(Outbound(DOCUMENTS_NORMALIZED.name, b"k", removed))
         return out
 
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
+    producer = kafka.producer(s.kafka, acks="all")
     await producer.start()
     try:
         for value in [*bad_records, _event("poison"), _event("flaky"), _event("good-1"), _event("good-2")]:
@@ -93,7 +93,7 @@ async def test_nothing_committed_until_effect_is_durable(settings, unique) -> No
         calls["n"] += 1
         raise TransientError("store unavailable")
 
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
+    producer = kafka.producer(s.kafka, acks="all")
     await producer.start()
     await producer.send_and_wait(s.kafka.topic_prefix + SOURCE_CHANGES.name, _event("d1"), key=b"t1/d1")
     await producer.stop()

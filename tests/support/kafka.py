@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer
-
+from ragstream.runtime import kafka as clients
 from ragstream.runtime.kafka_admin import desired_topics, ensure_topics, partitions_of
 from ragstream.settings import KafkaSettings, Settings
 
@@ -28,9 +27,7 @@ async def create_topics(kafka: KafkaSettings) -> None:
 
 async def read_all(kafka: KafkaSettings, topic: str, expect: int = 0, timeout_s: float = 30.0) -> list:
     """Every record of `topic` (prefix applied), waiting until at least `expect` arrived."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
+    consumer = clients.consumer(kafka, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, kafka.topic_prefix + topic)
@@ -53,9 +50,7 @@ async def read_all(kafka: KafkaSettings, topic: str, expect: int = 0, timeout_s:
 
 
 async def committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
-    )
+    consumer = clients.consumer(kafka, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, kafka.topic_prefix + topic)
