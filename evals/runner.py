@@ -37,6 +37,7 @@ from evals.scoring import (
     score_question,
     unknown_metrics,
 )
+from ragstream import names
 from ragstream.core.groundedness import GroundednessScorer
 from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
@@ -138,10 +139,7 @@ class Views:
 
         gen = generation or self.settings.index.generation
         if gen not in self._views:
-            index = with_generation(self.settings, gen).index
-            store = WeaviateStore(
-                self.client, index.chunks_collection, f"{index.documents_collection}_{index.generation}"
-            )
+            store = WeaviateStore(self.client, *names.collections(self.settings.index, gen))
             self._views[gen] = WeaviateView(store)
         return self._views[gen]
 

@@ -96,7 +96,6 @@ class WeaviateSettings(BaseModel):
     grpc_port: int = 50151
     # No default: the local stack generates its own (stack secrets); production reads a Secret.
     api_key: SecretStr = SecretStr("")
-    collection_prefix: str = "Rag"
     timeout_s: float = 30.0
 
 
@@ -135,11 +134,6 @@ class IndexSettings(BaseModel):
     documents_collection: str = "RagDocuments"
     embedding_batch_size: int = 64
     consumer_batch_max: int = 64
-    consumer_batch_wait_ms: int = 50
-
-    @property
-    def chunks_collection(self) -> str:
-        return f"{self.chunks_collection_prefix}_{self.generation}"
 
 
 class GenerationSettings(BaseModel):
@@ -235,7 +229,6 @@ class ServingSettings(BaseModel):
     context_token_budget: int = 1500
     answer_max_tokens: int = 256
     stream_batch_tokens: int = 4
-    llm_rewrite: bool = False
     # Passages whose embedding similarity to the question is below this never reach the prompt; with none
     # left the answer is an abstention (small models answer confidently from irrelevant text otherwise).
     min_relevance: float = 0.25
@@ -263,7 +256,8 @@ class TelemetrySettings(BaseModel):
     otlp_endpoint: str | None = None
     # Eval Jobs push their results here (short-lived processes are not scraped).
     pushgateway_url: str | None = None
-    metrics_port: int = 0
+    # Where `ragstream worker` serves /metrics unless --metrics-port says otherwise (0: no server).
+    metrics_port: int = 9400
     # Where worker /metrics listens; loopback locally, the pod IP (0.0.0.0) only when set in the chart.
     metrics_host: str = "127.0.0.1"
 
@@ -292,4 +286,3 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     serving: ServingSettings = ServingSettings()
     llm: LLMSettings = LLMSettings()
-    schema_registry_strict: bool = True

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from application.cli.common import console, emit_json, err, settings
+from ragstream import names
 
 app = typer.Typer(
     help="Index generations: build beside the live index, eval-gated promotion, rollback, canary.",
@@ -60,7 +61,7 @@ def list_(json_out: bool = JSON_OUT) -> None:
         emit_json(out)
         return
     if not rows:
-        console.print(f"no registry yet: serving reads {settings().index.chunks_collection} (static)")
+        console.print(f"no registry yet: serving reads {names.chunks_collection(settings().index)} (static)")
         return
     table = Table("name", "status", "collection", "policy", "model", "created", "evals")
     for r in rows:

@@ -6,6 +6,7 @@ import typer
 from rich.tree import Tree
 
 from application.cli.common import console, emit_json, err, settings
+from ragstream import names
 
 
 def lineage(
@@ -14,15 +15,11 @@ def lineage(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """What the pipeline recorded for one document, with times."""
-    from ragstream.adapters.store import WeaviateStore
-    from ragstream.adapters.weaviate_client import connect
+    from ragstream.adapters.store import open_store
 
     s = settings()
-    client = connect(s.weaviate)
+    client, store = open_store(s)
     try:
-        store = WeaviateStore(
-            client, s.index.chunks_collection, f"{s.index.documents_collection}_{s.index.generation}"
-        )
         if not store.has_tenant(tenant):
             err.print(f"tenant {tenant!r} has no index in generation {s.index.generation}")
             raise typer.Exit(1)
@@ -44,7 +41,7 @@ def lineage(
         "policy_hash": state.policy_hash,
         "embedding_model": state.embedding_model,
         "generation": state.generation,
-        "collection": s.index.chunks_collection,
+        "collection": names.chunks_collection(s.index),
         "indexed_at": state.indexed_at,
         "acl": {"principals": list(state.acl_principals), "groups": list(state.acl_groups)},
         "chunks": [
@@ -69,6 +66,6 @@ def lineage(
     for c in record["chunks"][:20]:
         pol.add(f"#{c['position']} {c['chunk_id']} {c['heading'][:50]} ({c['chars']} chars)")
     pol.add(f"embedding model [cyan]{state.embedding_model}[/]").add(
-        f"generation [cyan]{state.generation}[/] in {s.index.chunks_collection}, indexed {state.indexed_at}"
+        f"generation [cyan]{state.generation}[/] in {record['collection']}, indexed {state.indexed_at}"
     )
     console.print(tree)

@@ -13,7 +13,9 @@ from schemas.topics import CONSUMERS
 
 def worker(
     name: str = typer.Argument(..., help=f"one of: {', '.join(CONSUMERS)}"),
-    metrics_port: int = typer.Option(9400, help="Prometheus /metrics port (0: off)"),
+    metrics_port: int | None = typer.Option(
+        None, help="Prometheus /metrics port (default: telemetry.metrics_port, 9400 unless set; 0: off)"
+    ),
     metrics_host: str | None = typer.Option(
         None,
         help="Address /metrics binds (default: telemetry.metrics_host, 127.0.0.1 unless configured)",
@@ -26,11 +28,12 @@ def worker(
     from application.compose import run_worker
 
     cfg = settings()
+    port = cfg.telemetry.metrics_port if metrics_port is None else metrics_port
     asyncio.run(
         run_worker(
             name,
             cfg,
-            metrics_port=metrics_port or None,
+            metrics_port=port or None,
             metrics_host=metrics_host or cfg.telemetry.metrics_host,
         )
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import httpx
 
 from ragstream.ports.models import Reranker
@@ -17,14 +15,17 @@ class NoReranker:
 
 
 class CrossEncoderReranker:
-    """A sentence-transformers CrossEncoder by local path (or model id where a hub is reachable)."""
+    """A sentence-transformers CrossEncoder by local path (or a model id already in the Hugging Face cache).
+
+    Never downloads: no model hub is reachable from a worker. `local_files_only` says so for this model
+    alone, instead of setting HF_HUB_OFFLINE for the whole process as a side effect of a constructor.
+    """
 
     def __init__(self, model: str, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder
 
         self.name = f"cross-encoder:{model}"
-        self._model = CrossEncoder(model, device=device)
+        self._model = CrossEncoder(model, device=device, local_files_only=True)
 
     def score(self, query: str, texts: list[str]) -> list[float]:
         if not texts:

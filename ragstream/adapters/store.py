@@ -29,6 +29,7 @@ from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 from weaviate.classes.tenants import Tenant, TenantActivityStatus
 from weaviate.collections import Collection
 
+from ragstream import names
 from ragstream.ports.store import FILTERABLE, AccessFilter, ChunkRecord, DocumentState, SearchHit
 from ragstream.settings import Settings
 
@@ -453,12 +454,10 @@ def request_filter(filters: dict[str, str]) -> Any | None:
 def drop_index(settings: Settings) -> None:
     """Delete the configured generation's chunk and document-state collections (tests, benchmarks)."""
     from ragstream.adapters.weaviate_client import connect
-    from ragstream.generations.names import documents_collection
 
-    index = settings.index
     client = connect(settings.weaviate)
     try:
-        for name in (index.chunks_collection, documents_collection(index, index.generation)):
+        for name in names.collections(settings.index):
             client.collections.delete(name)
     finally:
         client.close()
@@ -467,10 +466,6 @@ def drop_index(settings: Settings) -> None:
 def open_store(settings: Settings) -> tuple[weaviate.WeaviateClient, WeaviateStore]:
     """A client and the store of the configured generation (the caller closes the client)."""
     from ragstream.adapters.weaviate_client import connect
-    from ragstream.generations.names import documents_collection
 
-    index = settings.index
     client = connect(settings.weaviate)
-    return client, WeaviateStore(
-        client, index.chunks_collection, documents_collection(index, index.generation)
-    )
+    return client, WeaviateStore(client, *names.collections(settings.index))

@@ -1,4 +1,4 @@
-"""Query rewrite by normalization (the optional LLM rewrite lives in the retrieval worker)."""
+"""Query rewrite by normalization (Unicode NFKC, control characters out, white space folded, length cap)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any
 import weaviate
 from weaviate.backup.backup import BackupStorage
 
-from ragstream.generations import names
+from ragstream import names
 from ragstream.generations.record import GenerationEvent
 from ragstream.generations.registry import Registry
 from ragstream.indexing.builder import builder_group
@@ -40,10 +40,7 @@ def index_collections(client: weaviate.WeaviateClient, settings: Settings) -> li
     """This index's collections that exist: every kept generation, the configured one, and the registry."""
     reg = Registry(client, settings)
     view = reg.view()
-    wanted = {
-        names.chunks_collection(settings.index, settings.index.generation),
-        names.documents_collection(settings.index, settings.index.generation),
-    }
+    wanted = set(names.collections(settings.index))
     for st in view.generations.values():
         if st.retired_at is None:
             wanted |= {st.record.chunks_collection, st.record.documents_collection}

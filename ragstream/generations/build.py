@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ragstream import names
 from ragstream.adapters.store import WeaviateStore
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.normalize import NORMALIZER_VERSION
 from ragstream.core.tokenizer import Tokenizer
-from ragstream.generations import names
 from ragstream.generations.record import (
     GenerationEvent,
     GenerationRecord,

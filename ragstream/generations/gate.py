@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ragstream import names
 from ragstream.adapters.store import WeaviateStore
-from ragstream.generations import names
 from ragstream.ports import AccessFilter, Embedder
 from ragstream.settings import Settings
 
@@ -59,11 +59,7 @@ class RecallEvaluator:
     def run(self, settings: Settings, set_path: str, generation: str) -> EvalOutcome:
         spec = json.loads(Path(set_path).read_text())
         tenant, k, minimum = spec["tenant"], int(spec.get("k", 5)), float(spec.get("min_recall", 0.8))
-        store = WeaviateStore(
-            self.client,
-            names.chunks_collection(settings.index, generation),
-            names.documents_collection(settings.index, generation),
-        )
+        store = WeaviateStore(self.client, *names.collections(settings.index, generation))
         acl = AccessFilter((spec.get("principal", "eval"),), tuple(spec.get("groups", ["everyone"])))
         failures: list[Any] = []
         recalls: list[float] = []

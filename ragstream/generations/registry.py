@@ -15,7 +15,7 @@ from typing import Any
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
-from ragstream.generations import names
+from ragstream import names
 from ragstream.generations.record import GenerationEvent, GenerationRecord, RegistryView
 from ragstream.settings import Settings
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ragstream import names
 from ragstream.adapters.store import WeaviateStore
-from ragstream.generations import names
 from ragstream.ports import ChunkStore
 from ragstream.settings import IndexSettings
 
@@ -63,11 +63,7 @@ class GenerationRouter:
         with self._lock:
             found = self._stores.get(generation)
             if found is None:
-                found = WeaviateStore(
-                    self.client,
-                    names.chunks_collection(self.index, generation),
-                    names.documents_collection(self.index, generation),
-                )
+                found = WeaviateStore(self.client, *names.collections(self.index, generation))
                 self._stores[generation] = found
             return found
 

@@ -24,10 +24,10 @@ from application.stack.process import ProcessRecord, spawn, stop
 from application.stack.secrets import localize
 from application.stack.services import WeaviateService
 from consumers.serving.retrieval import Retriever
+from ragstream import names
 from ragstream.adapters.embedder import HashEmbedder
 from ragstream.adapters.store import WeaviateStore
 from ragstream.adapters.weaviate_client import connect
-from ragstream.generations import names
 from ragstream.generations.build import adopt_live, make_record
 from ragstream.generations.record import GenerationEvent, SourceSnapshot
 from ragstream.generations.registry import Registry, load_view
@@ -192,11 +192,7 @@ def _answers(settings: Settings, embedder: HashEmbedder) -> list[tuple[str, list
     """The fixed query set through the real retrieval path (routing, alias, ACL, live-version check)."""
     client = connect(settings.weaviate)
     try:
-        default = WeaviateStore(
-            client,
-            settings.index.chunks_collection,
-            names.documents_collection(settings.index, settings.index.generation),
-        )
+        default = WeaviateStore(client, *names.collections(settings.index))
         router = GenerationRouter(
             client, settings.index, default=default, view_loader=lambda: load_view(client, settings), ttl_s=0
         )
@@ -238,9 +234,7 @@ def test_backup_wipe_restore_identical(weaviate: IsolatedWeaviate, unique: str) 
     try:
         reg = Registry(client, s)
         reg.ensure()
-        live = WeaviateStore(
-            client, names.chunks_collection(s.index, "g0001"), names.documents_collection(s.index, "g0001")
-        )
+        live = WeaviateStore(client, *names.collections(s.index, "g0001"))
         _fill(live, "g0001", emb, words_per_chunk=6)
         adopt_live(reg, s, emb)
         from ragstream.core.chunk import ChunkingPolicy

@@ -25,12 +25,13 @@ import pytest
 from application.pipeline import LocalPipeline
 from evals.gate import runner_evaluator
 from producers.publisher import DocumentPublisher
+from ragstream import names
 from ragstream.adapters.embedder import HashEmbedder
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.adapters.store import WeaviateStore
 from ragstream.adapters.tokenizer import HFTokenizer
 from ragstream.adapters.weaviate_client import connect
-from ragstream.generations import names, signals
+from ragstream.generations import signals
 from ragstream.generations.build import start_build
 from ragstream.generations.gate import Gate, RecallEvaluator
 from ragstream.generations.lifecycle import Lifecycle, PromotionRefusedError
@@ -162,11 +163,7 @@ class Env:
         self.query = Client(settings)
 
     def store(self, generation: str) -> WeaviateStore:
-        return WeaviateStore(
-            self.client,
-            names.chunks_collection(self.s.index, generation),
-            names.documents_collection(self.s.index, generation),
-        )
+        return WeaviateStore(self.client, *names.collections(self.s.index, generation))
 
     async def __aenter__(self) -> Env:
         await create_topics(self.s.kafka)

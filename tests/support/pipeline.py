@@ -13,6 +13,7 @@ from application.pipeline import LocalPipeline
 from producers.folder_publish import publish_folder
 from ragstream.adapters.store import WeaviateStore, drop_index
 from ragstream.adapters.weaviate_client import connect
+from ragstream.names import collections
 from ragstream.runtime.deps import Deps
 from ragstream.settings import Settings
 from schemas.ingestion import Acl
@@ -47,11 +48,7 @@ class Harness:
         self.tmp = tmp
         self.pipeline = LocalPipeline(settings, names, replace(deps or Deps(settings), embedder=embedder))
         self.client = connect(settings.weaviate)
-        self.store = WeaviateStore(
-            self.client,
-            settings.index.chunks_collection,
-            f"{settings.index.documents_collection}_{settings.index.generation}",
-        )
+        self.store = WeaviateStore(self.client, *collections(settings.index))
 
     async def __aenter__(self) -> Harness:
         await create_topics(self.settings.kafka)
