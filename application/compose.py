@@ -17,8 +17,6 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-from prometheus_client import start_http_server
-
 from consumers.ingestion import chunker, embedder, normalizer
 from consumers.serving import generation, rerank, retrieval
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
@@ -29,6 +27,7 @@ from ragstream.adapters.tokenizer import HFTokenizer
 from ragstream.generations.registry import load_view
 from ragstream.generations.routing import GenerationRouter
 from ragstream.runtime.deps import Deps, chunking_policy
+from ragstream.runtime.health import serve_health
 from ragstream.runtime.kafka_admin import ensure_topics
 from ragstream.runtime.worker import Handler, Producer, Worker
 from ragstream.settings import Settings
@@ -140,8 +139,8 @@ async def run_worker(
     if metrics_port:
         # Loopback unless configured: the chart sets RAGSTREAM_TELEMETRY__METRICS_HOST for scraping.
         host = metrics_host or settings.telemetry.metrics_host
-        start_http_server(metrics_port, addr=host)
-        log.info("%s /metrics on %s:%d", name, host, metrics_port)
+        serve_health(metrics_port, host, worker)
+        log.info("%s /metrics, /livez, /readyz on %s:%d", name, host, metrics_port)
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -154,7 +154,7 @@ async def ask(
     final = next((e for e in evs if e.type in ("QueryAnswered", "QueryFailed")), None)
     retrieved = next((e for e in evs if e.type == "QueryRetrieved"), None)
     if final is not None and final.type == "QueryFailed":
-        error = f"{final.stage}: {final.reason}"
+        error = f"{final.stage}: {getattr(final, 'code', 'internal')}: {final.reason}"
     deltas = sorted((e for e in evs if e.type == "AnswerDelta"), key=lambda d: d.seq)
     seen_by_caller = None
     if gw_task is not None:

@@ -24,7 +24,11 @@ from schemas.serving import Caller
 
 RECALL_KS = (1, 5, 10)
 # The one threshold no configuration can relax.
-BUILTIN_THRESHOLDS: dict[str, Threshold] = {"unauthorized_document_rate": Threshold(max=0.0)}
+# Always enforced: no unauthorized document anywhere, and no failed query (a failure is never a score).
+BUILTIN_THRESHOLDS: dict[str, Threshold] = {
+    "unauthorized_document_rate": Threshold(max=0.0),
+    "error_rate": Threshold(max=0.0),
+}
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _MARKER_WS = re.compile(r"\s*\[\d{1,3}\]")
 # A sentence: up to its end mark (a dot inside a number does not end it), plus the markers that follow.

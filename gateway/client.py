@@ -42,9 +42,18 @@ class AskResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """One JSON-able object: answer, citations, abstained, query_id, timings (server + client)."""
+        """One JSON-able object: answer, citations, abstained, query_id, timings (server + client).
+
+        A stream that ended without its final `answer` or `error` event is a failure too (error code
+        `stream_incomplete`), never an empty answer."""
         f = self.final
         failed = self.final_event != "answer"
+        if failed and not f:
+            f = {
+                "code": "stream_incomplete",
+                "message": "the answer stream ended before its final event",
+                "correlation_id": "",
+            }
         return {
             "query_id": self.query_id,
             "answer": f.get("answer", "") if not failed else "",

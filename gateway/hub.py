@@ -205,6 +205,7 @@ class AnswerHub:
                     subject=rec.subject,
                     stage="gateway",
                     reason="deadline exceeded",
+                    code="deadline_exceeded",
                     producer="gateway",
                 ),
                 now,

@@ -262,6 +262,24 @@ class TelemetrySettings(BaseModel):
     metrics_host: str = "127.0.0.1"
 
 
+class WorkerSettings(BaseModel):
+    """The consume -> handle -> commit loop (ragstream.runtime.worker): retries, shutdown, liveness."""
+
+    model_config = _FROZEN
+    # A transient failure of one record is retried with jittered exponential backoff until either bound.
+    retry_max_attempts: int = Field(default=8, ge=1, le=1000)
+    retry_deadline_s: float = Field(default=120.0, gt=0)
+    retry_backoff_max_s: float = Field(default=10.0, gt=0)
+    # Then: dead-letter it (`retries_exhausted`) and move on, or pause the partition (keep retrying at the
+    # longest backoff) and raise `ragstream_partition_paused` for an alert.
+    on_retries_exhausted: Literal["dead_letter", "pause"] = "dead_letter"
+    # SIGTERM: finish or abandon the batch in hand and exit within this (below the chart's
+    # terminationGracePeriodSeconds, 30 s by default), even with Kafka or Weaviate gone.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    # Liveness: a consumer with lag and no progress for this long is reported stuck.
+    stuck_after_s: float = Field(default=120.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable, frozen. `Settings()` once at start-up, then pass it down."""
 
@@ -286,3 +304,4 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     serving: ServingSettings = ServingSettings()
     llm: LLMSettings = LLMSettings()
+    worker: WorkerSettings = WorkerSettings()

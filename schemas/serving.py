@@ -119,12 +119,25 @@ class QueryAnswered(Event):
     groundedness: float | None = None
 
 
+# Why a query failed, from a closed set (metrics label, client-visible code); `reason` is internal text.
+FailureCode = Literal[
+    "deadline_exceeded",
+    "bad_request",
+    "model_unavailable",
+    "model_rejected",
+    "model_stream_incomplete",
+    "store_unavailable",
+    "internal",
+]
+
+
 class QueryFailed(Event):
     type: Literal["QueryFailed"] = "QueryFailed"
     query_id: str
     subject: str = ""
     stage: str
     reason: str
+    code: FailureCode = "internal"
 
 
 AnswerStream = Annotated[AnswerDelta | QueryAnswered | QueryFailed, Field(discriminator="type")]

@@ -79,9 +79,13 @@ async def _ask(s, tenant: str, question: str) -> dict[str, object]:
     async with QueryClient(s) as client:
         r = await client.ask(tenant, "demo-user", ("everyone",), question, timeout_s=300)
     final = r["final"]
+    failed = final.type != "QueryAnswered"
     return {
         "query_id": final.query_id,
-        "answer": getattr(final, "answer", getattr(final, "reason", "")),
+        "error": {"code": getattr(final, "code", "query_failed"), "message": "the query failed"}
+        if failed
+        else None,
+        "answer": getattr(final, "answer", ""),
         "abstained": getattr(final, "abstained", False),
         "citations": [c.model_dump() for c in getattr(final, "citations", ())],
         "timings_ms": getattr(final, "timings_ms", {}),
@@ -97,9 +101,19 @@ def demo(
 ) -> None:
     """Ingest the sample corpus and answer a question with citations (needs `ragstream stack up`)."""
     result = asyncio.run(_run(question, tenant, corpus, stub))
+    failure = result.get("error")
     if json_out:
         emit_json(result)
+        if failure:
+            raise typer.Exit(1)
         return
+    if failure:  # a failed query is never shown as an (empty) answer
+        e = failure if isinstance(failure, dict) else {"message": str(failure)}
+        err.print(
+            f"[red]query failed[/] {e.get('code', 'query_failed')}: {e.get('message', '')} "
+            f"(correlation id {e.get('correlation_id', '')})"
+        )
+        raise typer.Exit(1)
     console.print(Panel(str(result["answer"]), title=f"[bold]Q:[/] {question}", expand=False))
     for c in result["citations"]:  # type: ignore[union-attr]
         console.print(

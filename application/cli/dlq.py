@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from application.cli.common import console, emit_json, err, settings
-from ragstream.runtime.dlq import read_dead_letters, replay
+from ragstream.runtime.dlq import NotReplayableError, read_dead_letters, replay
 from schemas.dlq import DeadLetter
 
 app = typer.Typer(help="Dead letters: what failed, where and why; replay after a fix.", no_args_is_help=True)
@@ -68,12 +68,17 @@ def show(dead_id: str, json_out: bool = typer.Option(False, "--json")) -> None:
     for k, v in d.model_dump(mode="json", exclude={"raw_b64"}).items():
         console.print(f"[bold]{k}[/]: {v}", highlight=False)
     raw = base64.b64decode(d.raw_b64)
-    console.print(f"[bold]raw[/] ({len(raw)} bytes): {raw[:300]!r}", highlight=False)
+    kept = f"{len(raw)} of {d.raw_length} bytes kept" if d.raw_truncated else f"{len(raw)} bytes"
+    console.print(f"[bold]raw[/] ({kept}): {raw[:300]!r}", highlight=False)
 
 
 @app.command("replay")
 def replay_(dead_id: str) -> None:
     """Send the original bytes back to the original topic and partition."""
     d = _find(dead_id)
-    asyncio.run(replay(settings(), d))
+    try:
+        asyncio.run(replay(settings(), d))
+    except NotReplayableError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
     console.print(f"replayed {d.dead_letter_id} to {d.original_topic}[{d.original_partition}]")

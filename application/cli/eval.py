@@ -149,7 +149,10 @@ def run_cmd(
         emit_json(summary)
     else:
         _print_run(payload)
-    raise typer.Exit(0 if result.passed else 1)
+    failed = [q for q in result.questions if q.get("error")]
+    for q in failed:  # a failed query is reported as such, never scored as an empty answer
+        err.print(f"[red]query failed[/] {q['id']}: {q['error']}")
+    raise typer.Exit(0 if result.passed and not failed else 1)
 
 
 def _export(

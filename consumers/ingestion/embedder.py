@@ -16,10 +16,10 @@ import asyncio
 
 from opentelemetry import context as otel_context
 
-from ragstream.indexing.indexer import STORE_TRANSIENT, Indexer, apply_batch
+from ragstream.adapters.errors import ADAPTER_ERRORS, translate
+from ragstream.indexing.indexer import Indexer, apply_batch
 from ragstream.runtime import metrics
 from ragstream.runtime.deps import Deps, Need, required
-from ragstream.runtime.errors import TransientError
 from ragstream.runtime.worker import Handler, Inbound, Outbound, event_key
 from schemas.envelope import utcnow
 from schemas.topics import CONSUMERS
@@ -45,8 +45,8 @@ def handler_for(indexer: Indexer) -> Handler:
             receipts = await asyncio.to_thread(
                 apply_batch, indexer, [i.event for i in items], [i.context for i in items]
             )
-        except STORE_TRANSIENT as exc:
-            raise TransientError(f"weaviate: {exc}") from exc
+        except ADAPTER_ERRORS as exc:  # permanent (4xx) -> dead letter now; transient -> retried
+            raise translate(exc, "weaviate") from exc
         now = utcnow()
         for r in receipts:
             if r.source_occurred_at is not None:

@@ -15,6 +15,7 @@ import asyncio
 
 from ragstream.indexing.transforms import load_content, removed, to_normalized
 from ragstream.runtime.deps import Deps, Need
+from ragstream.runtime.limits import Limits
 from ragstream.runtime.worker import Handler, Inbound, Outbound, event_key
 from schemas.ingestion import AclChanged, DocumentNormalized
 from schemas.topics import CONSUMERS
@@ -25,7 +26,8 @@ NEEDS: tuple[Need, ...] = ()
 
 def build_handler(deps: Deps) -> Handler:
     settings = deps.settings
-    max_bytes = settings.ingest.max_document_bytes
+    # Capped by the topics' record size (ragstream.runtime.limits): a document read must fit once normalized.
+    max_bytes = Limits.of(settings).document_bytes
     roots = settings.ingest.content_roots
     out_topic = SPEC.output
     assert out_topic is not None

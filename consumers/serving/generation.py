@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from ragstream.adapters.errors import failure_code
 from ragstream.core.acl import may_read, passage_allowed
 from ragstream.core.cite import MARKER, cited_ids, is_abstention, shape_citations
 from ragstream.core.groundedness import GroundednessScorer, split_sentences
@@ -297,6 +298,7 @@ def handler_for(gen: Generator, send: Send) -> Handler:
                         subject=ev.query.caller.subject,
                         stage="generation",
                         reason=f"{type(exc).__name__}: {exc}"[:500],
+                        code=failure_code(exc),
                     )
                 _observe_latency(ev, final)
                 outs.append(Outbound(ANSWERS.name, key, final))

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from ragstream.adapters.store import STORE_TRANSIENT
+from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.core.acl import caller_terms
 from ragstream.core.rewrite import normalize_query
 from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
 from ragstream.ports import AccessFilter, ChunkStore, DocumentState, Embedder, SearchHit
 from ragstream.runtime.deps import Deps, Need, required
-from ragstream.runtime.errors import TransientError
 from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
 from ragstream.telemetry import score_summary, within
@@ -193,6 +192,7 @@ def handler_for(retriever: Retriever) -> Handler:
                 subject=ev.query.caller.subject,
                 stage="retrieval",
                 reason="deadline exceeded",
+                code="deadline_exceeded",
             )
             return [Outbound(ANSWERS.name, key, failed)]
         try:
@@ -203,11 +203,12 @@ def handler_for(retriever: Retriever) -> Handler:
                 query_id=ev.query.query_id,
                 subject=ev.query.caller.subject,
                 stage="retrieval",
-                reason=str(exc),
+                reason=str(exc)[:500],
+                code="bad_request",
             )
             return [Outbound(ANSWERS.name, key, failed)]
-        except STORE_TRANSIENT as exc:
-            raise TransientError(f"weaviate: {exc}") from exc
+        except ADAPTER_ERRORS as exc:  # permanent (4xx) -> dead letter now; transient -> retried
+            raise translate(exc, "weaviate") from exc
         _annotate(out)
         return [Outbound(out_topic, key, out)]
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from ragstream.ports.models import Usage
+from ragstream.ports.models import ModelStreamIncompleteError, Usage
 from ragstream.settings import LLMSettings
 
 
@@ -48,20 +48,28 @@ class OpenAIChat:
                     request=resp.request,
                     response=resp,
                 )
+            finished = False  # a finish_reason or [DONE] seen: the server ended the answer itself
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    finished = True
                     break
-                chunk = json.loads(data)
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError as exc:
+                    raise ModelStreamIncompleteError(f"model server sent a broken event: {exc}") from exc
                 if chunk.get("usage"):
                     usage.prompt_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
                     usage.completion_tokens = int(chunk["usage"].get("completion_tokens") or 0)
                 for choice in chunk.get("choices") or []:
+                    finished = finished or bool(choice.get("finish_reason"))
                     piece = (choice.get("delta") or {}).get("content")
                     if piece:
                         yield piece
+            if not finished:
+                raise ModelStreamIncompleteError("the model server's stream ended before the answer did")
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -39,6 +39,7 @@ from ragstream.indexing.indexer import Indexer
 from ragstream.ports import ChunkStore, Embedder
 from ragstream.runtime.deps import chunking_policy
 from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.limits import Limits
 from ragstream.runtime.offsets import LagReader
 from ragstream.runtime.worker import Worker
 from ragstream.settings import KafkaSettings, Settings
@@ -204,7 +205,7 @@ class Build:
             indexer,
             self.policy,
             tokenizer,
-            settings.ingest.max_document_bytes,
+            Limits.of(settings).document_bytes,
             self.counters,
             settings.ingest.content_roots,
         )

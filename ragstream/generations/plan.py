@@ -23,6 +23,7 @@ from ragstream.indexing.builder import to_chunked_event
 from ragstream.indexing.indexer import embed_text
 from ragstream.runtime.kafka import consumer as kafka_consumer
 from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime.limits import Limits
 from ragstream.runtime.worker import PermanentError
 from ragstream.settings import Settings
 from schemas.errors import EventDecodeError, decode
@@ -184,7 +185,7 @@ def plan_events(
         tenant = plan.tenants.setdefault(ev.tenant_id, TenantPlan())
         try:
             out = to_chunked_event(
-                ev, policy, tokenizer, settings.ingest.max_document_bytes, settings.ingest.content_roots
+                ev, policy, tokenizer, Limits.of(settings).document_bytes, settings.ingest.content_roots
             )
         except PermanentError:
             tenant.failed += 1

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.tokenizer import Tokenizer
-from ragstream.indexing.indexer import STORE_TRANSIENT, Indexer, apply_batch
+from ragstream.indexing.indexer import Indexer, apply_batch
 from ragstream.indexing.transforms import load_content, removed, to_chunked, to_normalized
 from ragstream.ports import Embedder
-from ragstream.runtime.errors import TransientError
 from ragstream.runtime.worker import Handler, Inbound, Outbound
 from schemas.ingestion import AclChanged, DocumentChanged, DocumentChunked, DocumentIndexed, DocumentRemoved
 from schemas.topics import SOURCE_CHANGES, ConsumerSpec
@@ -127,8 +127,8 @@ def build_handler(
         events = await asyncio.to_thread(prepare, items)
         try:
             receipts = await asyncio.to_thread(apply_batch, indexer, events)
-        except STORE_TRANSIENT as exc:
-            raise TransientError(f"weaviate: {exc}") from exc
+        except ADAPTER_ERRORS as exc:  # permanent (4xx) -> dead letter now; transient -> retried
+            raise translate(exc, "weaviate") from exc
         stats.records += len(items)
         pending = [e for e in events if isinstance(e, DocumentChunked)]
         for r in receipts:

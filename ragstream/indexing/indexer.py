@@ -2,8 +2,8 @@
 
 Shared by the embedder consumer (the live generation) and the generation builder (a candidate): write the
 new chunks, flip the document's state, delete the old ones, in that order, so readers stay consistent.
-Encoding runs one group ahead of the writes on its own thread. Errors of the store surface as its own
-exception classes (`STORE_TRANSIENT`); the caller decides what is transient.
+Encoding runs one group ahead of the writes on its own thread. Errors of the store surface as the
+adapter's own exceptions; the caller classifies them (`ragstream.adapters.errors.translate`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from ragstream.adapters.store import STORE_TRANSIENT
 from ragstream.ports import ChunkRecord, ChunkStore, DocumentState, Embedder
 from ragstream.runtime import metrics
 from schemas.envelope import utcnow
@@ -26,7 +25,6 @@ from schemas.ingestion import AclChanged, DocumentChunked, DocumentDeleted, Docu
 tracer = trace.get_tracer("ragstream.indexing")
 
 __all__ = [
-    "STORE_TRANSIENT",
     "Indexer",
     "apply_batch",
     "chunk_records",

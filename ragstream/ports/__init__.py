@@ -1,6 +1,6 @@
 """Ports: the Protocols the planes depend on. Adapters implement them; the composition root injects them."""
 
-from ragstream.ports.models import ChatModel, Embedder, Reranker, Usage
+from ragstream.ports.models import ChatModel, Embedder, ModelStreamIncompleteError, Reranker, Usage
 from ragstream.ports.store import (
     FILTERABLE,
     AccessFilter,
@@ -18,6 +18,7 @@ __all__ = [
     "ChunkStore",
     "DocumentState",
     "Embedder",
+    "ModelStreamIncompleteError",
     "Reranker",
     "SearchHit",
     "Usage",

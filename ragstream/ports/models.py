@@ -33,9 +33,14 @@ class Usage:
     completion_tokens: int = 0
 
 
+class ModelStreamIncompleteError(Exception):
+    """The model server's stream ended before its terminating event: a failure, never a short answer."""
+
+
 class ChatModel(Protocol):
     model: str
 
     def stream(self, messages: list[dict[str, str]], max_tokens: int, usage: Usage) -> AsyncIterator[str]:
-        """The completion's text in deltas; fills `usage` when the server reports it."""
+        """The completion's text in deltas; fills `usage` when the server reports it. A stream that ends
+        without its terminating event raises ModelStreamIncompleteError."""
         ...

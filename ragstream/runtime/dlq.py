@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 from ragstream.runtime import kafka
 from ragstream.runtime.kafka_admin import partitions_of
@@ -40,8 +41,26 @@ async def read_dead_letters(settings: Settings, topics: list[str] | None = None)
     return out
 
 
+class NotReplayableError(ValueError):
+    """The dead letter keeps only a prefix of its record: re-publish the change from its source."""
+
+
+def check_replayable(dead: DeadLetter) -> bytes:
+    """The original bytes, verified against the recorded length and sha256 when the letter has them."""
+    raw = base64.b64decode(dead.raw_b64)
+    if dead.raw_truncated:
+        raise NotReplayableError(
+            f"dead letter {dead.dead_letter_id} keeps {len(raw)} of {dead.raw_length} bytes "
+            "(the record was too large to keep whole); re-publish that change from its source"
+        )
+    if dead.raw_sha256 and hashlib.sha256(raw).hexdigest() != dead.raw_sha256:
+        raise NotReplayableError(f"dead letter {dead.dead_letter_id}: raw bytes do not match their sha256")
+    return raw
+
+
 async def replay(settings: Settings, dead: DeadLetter) -> None:
     """Send the original bytes back to the original topic (after the cause was fixed)."""
+    raw = check_replayable(dead)
     producer = kafka.producer(settings.kafka, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -49,7 +68,7 @@ async def replay(settings: Settings, dead: DeadLetter) -> None:
         headers.append(("ragstream-replayed-from", dead.dead_letter_id.encode()))
         await producer.send_and_wait(
             dead.original_topic,
-            base64.b64decode(dead.raw_b64),
+            raw,
             key=base64.b64decode(dead.original_key_b64) if dead.original_key_b64 else None,
             partition=dead.original_partition,
             headers=headers,

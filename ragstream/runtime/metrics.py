@@ -17,6 +17,20 @@ BATCH = Histogram(
 )
 DEAD_LETTERS = Counter("ragstream_dead_letters", "Records sent to a dead-letter topic", ["stage", "reason"])
 RETRIES = Counter("ragstream_stage_retries", "Transient failures retried", ["stage"])
+# Handler failures by class (transient, permanent, unknown): what the retry ladder saw.
+HANDLER_ERRORS = Counter("ragstream_handler_errors", "Handler failures by error class", ["stage", "class"])
+PARTITION_PAUSED = Gauge(
+    "ragstream_partition_paused",
+    "1 while a partition is held on a record whose retry budget is spent (worker.on_retries_exhausted=pause)",
+    ["stage"],
+    multiprocess_mode="livemax",
+)
+CONSUMER_STUCK = Gauge(
+    "ragstream_consumer_stuck",
+    "1 while this consumer has lag and made no progress for worker.stuck_after_s",
+    ["stage"],
+    multiprocess_mode="livemax",
+)
 FRESHNESS = Histogram(
     "ragstream_freshness_seconds",
     "Source event time to searchable",

@@ -2,11 +2,17 @@
 
 - At-least-once: offsets are committed only after every output was acknowledged (acks=all, idempotent
   producer) and the handler's effect is durable.
-- A record that cannot be decoded goes to `<topic>.dlq` with its raw bytes and the reason; so does a
-  record whose handler fails permanently (`PermanentError`, or any error that persists after
-  `max_attempts` tries on that record alone). The partition keeps moving.
-- `TransientError` (e.g. Weaviate down) is retried with capped exponential backoff, forever: nothing is
-  skipped or lost; the consumer stays in the group (heartbeats run in the background).
+- A record that cannot be decoded goes to `<topic>.dlq` with the reason and a bounded prefix of its bytes
+  (length and sha256 of the whole), so the dead letter always fits a record; so does a record whose handler
+  fails permanently (`PermanentError`, an adapter's 4xx), whose output would not fit a record
+  (`output_too_large`), or whose unknown error persists after `max_attempts` tries on that record alone
+  (`handler_error`). The partition keeps moving.
+- `TransientError` (Weaviate or the model server unreachable, 429, 5xx) is retried with jittered
+  exponential backoff within a per-record budget (`worker.retry_max_attempts`, `worker.retry_deadline_s`);
+  then the record is dead-lettered (`retries_exhausted`) or, by setting, its partition is paused (kept
+  retrying at the longest backoff, `ragstream_partition_paused` raised for an alert).
+- Stop: the batch in hand is finished or abandoned uncommitted; `stop()` is bounded even with the broker
+  gone (`worker.shutdown_timeout_s`).
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -29,8 +37,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from ragstream.runtime import kafka, metrics
-from ragstream.runtime.errors import PermanentError, TransientError
+from ragstream.runtime.errors import (
+    OutputTooLargeError,
+    PermanentError,
+    RetriesExhaustedError,
+    TransientError,
+)
 from ragstream.runtime.kafka_admin import group_id
+from ragstream.runtime.limits import Limits
 from ragstream.settings import Settings
 from ragstream.telemetry import STAGE_SPANS
 from schemas.dlq import DeadLetter
@@ -64,6 +78,11 @@ class Outbound:
     # Trace context injected into the record's headers: by default the one current where the output was
     # created (a handler working inside `within(item.context)` needs nothing more).
     context: otel_context.Context = field(default_factory=otel_context.get_current)
+    # The event serialized once (the worker checks its size before anything is sent).
+    payload: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded(self) -> bytes:
+        return self.payload if self.payload is not None else self.event.model_dump_json().encode()
 
 
 Handler = Callable[[list[Inbound]], Awaitable[list[Outbound]]]
@@ -119,7 +138,7 @@ class Producer:
             futures.append(
                 await self._p.send(
                     self.prefix + item.topic,
-                    item.event.model_dump_json().encode(),
+                    item.encoded(),
                     key=item.key,
                     partition=partition,
                     headers=[(k, v.encode()) for k, v in carrier.items()],
@@ -146,7 +165,7 @@ class Worker:
         group: str | None = None,
         max_batch: int = 32,
         max_attempts: int = 3,
-        backoff_max_s: float = 10.0,
+        backoff_max_s: float | None = None,
         producer: Producer | None = None,
     ) -> None:
         self.spec = spec
@@ -155,8 +174,10 @@ class Worker:
         self.settings = settings
         self.group = group or group_id(settings.kafka, spec.name)
         self.max_batch = max_batch
-        self.max_attempts = max_attempts
-        self.backoff_max_s = backoff_max_s
+        self.max_attempts = max_attempts  # for errors no adapter classified
+        self.cfg = settings.worker
+        self.backoff_max_s = backoff_max_s if backoff_max_s is not None else self.cfg.retry_backoff_max_s
+        self.limits = Limits.of(settings)
         self.producer = producer or Producer(settings, output_compression(spec))
         self.consumer = kafka.consumer(
             settings.kafka,
@@ -171,15 +192,37 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self.processed = 0
+        self.lag = 0
+        self.last_progress = time.monotonic()
+        self._started = False
 
     async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
+        self._started = True
+        self.last_progress = time.monotonic()
 
     async def stop(self) -> None:
+        """Close the clients, each within half of `worker.shutdown_timeout_s`: with the broker gone a
+        clean leave-group or flush can wait for ever, and a pod past its grace period is SIGKILLed."""
         self._stopping.set()
-        await self.consumer.stop()
-        await self.producer.stop()
+        budget = self.cfg.shutdown_timeout_s / 2
+        for what, close in (("consumer", self.consumer.stop), ("producer", self.producer.stop)):
+            try:
+                await asyncio.wait_for(close(), budget)
+            except Exception as exc:  # TimeoutError included: abandon, nothing uncommitted is lost
+                log.warning(
+                    "%s: %s did not stop within %.0fs (%s); abandoned", self.spec.name, what, budget, exc
+                )
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._stopping.is_set()
+
+    @property
+    def stuck(self) -> bool:
+        """Lag and no progress for `worker.stuck_after_s` (liveness: the process should be restarted)."""
+        return self.lag > 0 and time.monotonic() - self.last_progress > self.cfg.stuck_after_s
 
     async def run(self) -> None:
         """Poll until stopped. Each poll's records are handled, their outputs sent, then committed."""
@@ -231,6 +274,7 @@ class Worker:
             raise
         _end_spans(good, None, {d.original_offset: d.reason for d in more_dead})
         self.processed += len(records)
+        self.last_progress = time.monotonic()
         metrics.BATCH.labels(stage).observe(len(records))
         metrics.DURATION.labels(stage).observe(time.perf_counter() - started)
         metrics.EVENTS.labels(stage, "ok").inc(len(good) - len(more_dead))
@@ -246,9 +290,13 @@ class Worker:
             end = self.consumer.highwater(tp)
             if end is None:
                 continue
-            with contextlib.suppress(Exception):
-                lag += max(0, end - await self.consumer.position(tp))
+            with contextlib.suppress(Exception):  # a broker that is gone must not hold the loop here
+                lag += max(0, end - await asyncio.wait_for(self.consumer.position(tp), 2.0))
         metrics.CONSUMER_LAG.labels(self.group, self.spec.topic).set(lag)
+        if lag == 0:
+            self.last_progress = time.monotonic()  # idle is not stuck
+        self.lag = lag
+        metrics.CONSUMER_STUCK.labels(self.spec.name).set(int(self.stuck))
 
     def _inbound(self, rec: ConsumerRecord[bytes, bytes], event: Any) -> Inbound:
         """Open the record's stage span as a child of the upstream span carried in its headers."""
@@ -278,49 +326,85 @@ class Worker:
         if not items:
             return [], []
         try:
-            return await self._with_retries(items), []
-        except Exception:
+            return await self._with_retries(items, self.cfg.retry_max_attempts), []
+        except Exception as exc:
             if self._stopping.is_set():
                 raise  # shutting down (clients closing): redeliver later, never dead-letter for it
             log.warning("%s: batch of %d failed; handling records one by one", self.spec.name, len(items))
-        return await self._one_by_one(items)
+            # The batch already spent a transient budget: each record gets one more try, not a new one
+            # (an outage must not cost the budget once per record).
+            exhausted = isinstance(exc, RetriesExhaustedError)
+        return await self._one_by_one(items, 1 if exhausted else self.cfg.retry_max_attempts)
 
-    async def _one_by_one(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
+    async def _one_by_one(
+        self, items: list[Inbound], transient_attempts: int
+    ) -> tuple[list[Outbound], list[DeadLetter]]:
         outputs: list[Outbound] = []
         dead: list[DeadLetter] = []
         for item in items:
             for attempt in range(1, self.max_attempts + 1):
                 try:
-                    outputs.extend(await self._with_retries([item]))
+                    outputs.extend(await self._with_retries([item], transient_attempts))
                     break
                 except PermanentError as exc:
+                    metrics.HANDLER_ERRORS.labels(self.spec.name, "permanent").inc()
                     dead.append(self._dead_letter(item.record, exc.reason, exc, item.event))
                     break
                 except Exception as exc:
                     if self._stopping.is_set():
                         raise
+                    metrics.HANDLER_ERRORS.labels(self.spec.name, "unknown").inc()
                     if attempt == self.max_attempts:
                         dead.append(self._dead_letter(item.record, "handler_error", exc, item.event))
         return outputs, dead
 
-    async def _with_retries(self, items: list[Inbound]) -> list[Outbound]:
-        """Retry TransientError forever with capped backoff; everything else propagates."""
+    async def _with_retries(self, items: list[Inbound], max_attempts: int) -> list[Outbound]:
+        """Retry TransientError with jittered exponential backoff until `max_attempts` or the deadline,
+        then raise RetriesExhaustedError (or, with `on_retries_exhausted=pause`, keep retrying at the
+        longest backoff with the partition reported paused). Everything else propagates."""
+        started = time.monotonic()
         delay = 0.2
-        while True:
-            try:
-                return await self.handler(items)
-            except TransientError as exc:
-                metrics.RETRIES.labels(self.spec.name).inc()
-                log.warning("%s: transient failure, retrying in %.1fs: %s", self.spec.name, delay, exc)
-                if self._stopping.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                try:
+                    return self._sized(await self.handler(items))
+                except TransientError as exc:
+                    metrics.RETRIES.labels(self.spec.name).inc()
+                    metrics.HANDLER_ERRORS.labels(self.spec.name, "transient").inc()
+                    _span_event(items, "retry", attempt, exc)
+                    if self._stopping.is_set():
+                        raise
+                    elapsed = time.monotonic() - started
+                    if attempt >= max_attempts or elapsed + delay > self.cfg.retry_deadline_s:
+                        if self.cfg.on_retries_exhausted == "dead_letter":
+                            raise RetriesExhaustedError(attempt, elapsed, exc) from exc
+                        metrics.PARTITION_PAUSED.labels(self.spec.name).set(1)
+                        delay = self.backoff_max_s
+                    log.warning("%s: transient failure, retrying in %.1fs: %s", self.spec.name, delay, exc)
+                    # Full jitter in [delay/2, delay]: replicas retrying one outage do not stampede.
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self.backoff_max_s)
+        finally:
+            metrics.PARTITION_PAUSED.labels(self.spec.name).set(0)
+
+    def _sized(self, outputs: list[Outbound]) -> list[Outbound]:
+        """Serialize each output once; one that cannot fit a record fails its input permanently."""
+        out = []
+        for o in outputs:
+            payload = o.encoded()
+            if not self.limits.fits(payload):
+                raise OutputTooLargeError(o.topic, len(payload), self.limits.payload_bytes)
+            out.append(replace(o, payload=payload))
+        return out
 
     def _dead_letter(
         self, rec: ConsumerRecord[bytes, bytes], reason: str, exc: BaseException, event: Any
     ) -> DeadLetter:
         message = getattr(exc, "message", None) or str(exc)
+        raw = rec.value or b""
+        prefix = raw[: self.limits.dead_letter_prefix_bytes]
         return DeadLetter(
             dead_letter_id=str(uuid.uuid4()),
             stage=self.spec.name,
@@ -331,16 +415,34 @@ class Worker:
             original_topic=rec.topic,
             original_partition=rec.partition,
             original_offset=rec.offset,
-            original_key_b64=base64.b64encode(rec.key).decode() if rec.key else None,
-            original_headers=headers_dict(rec),
-            raw_b64=base64.b64encode(rec.value or b"").decode(),
-            tenant_id=getattr(event, "tenant_id", None),
+            original_key_b64=base64.b64encode(rec.key[:1024]).decode() if rec.key else None,
+            original_headers=_bounded_headers(headers_dict(rec)),
+            raw_b64=base64.b64encode(prefix).decode(),
+            raw_length=len(raw),
+            raw_sha256=hashlib.sha256(raw).hexdigest(),
+            raw_truncated=len(prefix) < len(raw),
+            tenant_id=_bounded_tenant(getattr(event, "tenant_id", None)),
             failed_at=utcnow(),
         )
 
     @staticmethod
     def _dl_key(d: DeadLetter) -> bytes:
         return base64.b64decode(d.original_key_b64) if d.original_key_b64 else d.dead_letter_id.encode()
+
+
+def _bounded_headers(headers: dict[str, str], max_items: int = 32, max_chars: int = 1024) -> dict[str, str]:
+    """Forged or huge headers must not make the dead letter too large to send."""
+    return {k[:256]: v[:max_chars] for k, v in list(headers.items())[:max_items]}
+
+
+def _bounded_tenant(tenant: object) -> str | None:
+    return tenant[:256] if isinstance(tenant, str) else None
+
+
+def _span_event(items: list[Inbound], name: str, attempt: int, exc: BaseException) -> None:
+    for item in items:
+        if item.span is not None:
+            item.span.add_event(name, {"attempt": attempt, "error.type": type(exc).__name__})
 
 
 def _end_spans(items: list[Inbound], exc: BaseException | None, dead: dict[int, str] | None = None) -> None:

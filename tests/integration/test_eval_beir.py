@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from application.pipeline import LocalPipeline
 from evals.beir_eval import MODES, evaluate_beir
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def write_beir(root: Path) -> Path:
 
 async def test_beir_ingests_once_and_scores_every_mode(isolated, tmp_path) -> None:
     directory = write_beir(tmp_path)
-    first = await evaluate_beir(isolated, directory, MODES)
+    first = await evaluate_beir(isolated, directory, MODES, launch=LocalPipeline)
     assert not first.ingest["reused"] and first.ingest["documents"] == len(DOCS)
     assert first.tenant.startswith("beir-minibeir-")
     out = first.to_json()
@@ -58,6 +59,6 @@ async def test_beir_ingests_once_and_scores_every_mode(isolated, tmp_path) -> No
         assert set(row) >= {"ndcg_at_10", "recall_at_100", "mrr_at_10"}, mode
         assert row["queries"] == len(QUERIES) and row["recall_at_100"] == 1.0, mode
         assert row["ndcg_at_10"] >= 0.75, (mode, row)
-    second = await evaluate_beir(isolated, directory, ("bm25",))
+    second = await evaluate_beir(isolated, directory, ("bm25",), launch=LocalPipeline)
     assert second.ingest["reused"] and second.tenant == first.tenant
     assert second.modes["bm25"].ndcg_at_10 == pytest.approx(first.modes["bm25"].ndcg_at_10)

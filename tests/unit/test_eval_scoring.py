@@ -232,8 +232,13 @@ def test_aggregate_and_thresholds() -> None:
     )
 
 
+def test_a_failed_query_fails_the_run_whatever_the_thresholds() -> None:
+    m = {"unauthorized_document_rate": 0.0, "error_rate": 0.05}
+    assert check_thresholds(m, {"error_rate": Threshold(max=0.5)}) == ["error_rate = 0.05, needs <= 0"]
+
+
 def test_unauthorized_bound_cannot_be_relaxed() -> None:
-    m = {"unauthorized_document_rate": 0.1}
+    m = {"unauthorized_document_rate": 0.1, "error_rate": 0.0}
     assert check_thresholds(m, {"unauthorized_document_rate": Threshold(max=0.5)}) == [
         "unauthorized_document_rate = 0.1, needs <= 0"
     ]

@@ -175,7 +175,7 @@ async def test_run_worker_binds_metrics_where_told(monkeypatch: pytest.MonkeyPat
         lambda name, deps, _p: runtime_app.Wired(name, None, deps),  # type: ignore[arg-type]
     )
     monkeypatch.setattr(runtime_app, "Worker", FakeWorker)
-    monkeypatch.setattr(runtime_app, "start_http_server", lambda port, addr: binds.append((port, addr)))
+    monkeypatch.setattr(runtime_app, "serve_health", lambda port, addr, _w: binds.append((port, addr)))
     await runtime_app.run_worker("retrieval", Settings(), metrics_port=9400)
     s = Settings(telemetry=TelemetrySettings(metrics_host="10.0.0.5"))
     await runtime_app.run_worker("retrieval", s, metrics_port=9401)
