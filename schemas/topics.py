@@ -114,6 +114,9 @@ class ConsumerSpec:
     topic: str
     output: str | None
     module: str
+    # Topics written besides `output` (retrieval answers a bad request with QueryFailed on the answers
+    # topic). Declared here so the AsyncAPI document and the module's `Out:` header can be checked.
+    also_writes: tuple[str, ...] = ()
 
 
 CONSUMERS: dict[str, ConsumerSpec] = {
@@ -146,6 +149,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             QUERIES_REQUESTED.name,
             QUERIES_RETRIEVED.name,
             "consumers.serving.retrieval",
+            also_writes=(ANSWERS.name,),
         ),
         ConsumerSpec(
             "rerank",
@@ -167,6 +171,11 @@ CONSUMERS: dict[str, ConsumerSpec] = {
 # The two chains, in event order (the planes a local pipeline hosts).
 INGESTION: tuple[str, ...] = ("normalizer", "chunker", "embedder")
 SERVING: tuple[str, ...] = ("retrieval", "rerank", "generation")
+
+
+def written_topics(consumer: ConsumerSpec) -> tuple[str, ...]:
+    """Every topic a consumer produces to, its output first (dead-letter topics aside)."""
+    return (*((consumer.output,) if consumer.output else ()), *consumer.also_writes)
 
 
 def output_compression(consumer: ConsumerSpec) -> str | None:

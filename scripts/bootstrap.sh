@@ -26,9 +26,9 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 
     || echo "warning: could not install ${need[*]}; tests that read them will fail" >&2
 fi
 
-# --- deploy/ validation tools (Helm, kubeconform, Strimzi CRDs) -------------------------------------------------
-# Cached in ~/.cache/ragstream/tools (Go module proxy + Maven Central, once); tests/unit/test_deploy_*.py render
-# the Helm chart and validate it offline with them.
+# --- validation tools (Helm, kubeconform, Strimzi CRDs, the AsyncAPI parser) ------------------------------------
+# Cached in ~/.cache/ragstream/tools (Go module proxy + Maven Central + npm, once); tests/unit/test_deploy_*.py
+# render the Helm chart and validate it offline with them, tests/unit/test_asyncapi.py runs @asyncapi/parser.
 echo "==> manifest validation tools (~/.cache/ragstream/tools)"
 bash deploy/tools/fetch-tools.sh >/dev/null \
   || echo "warning: deploy/tools/fetch-tools.sh failed; tests/unit/test_deploy_manifests.py will retry it" >&2

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from application.cli import backup, demo, dlq, generation, lineage, publish, stack, worker
+from application.cli import backup, contracts, demo, dlq, generation, lineage, publish, stack, worker
 from application.cli import eval as eval_module
 from application.cli import gateway as gateway_module
+from application.cli import platform as platform_cli
 
 app = typer.Typer(
     name="ragstream",
@@ -14,6 +15,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.command()(platform_cli.up)
+app.command()(platform_cli.down)
+app.command()(platform_cli.status)
+app.command()(platform_cli.logs)
 app.add_typer(stack.app, name="stack")
 app.command()(worker.worker)
 app.command()(publish.publish)
@@ -26,6 +31,7 @@ app.command()(gateway_module.ask)
 app.add_typer(eval_module.app, name="eval")
 app.add_typer(generation.app, name="generation")
 app.add_typer(backup.app, name="backup")
+app.command()(contracts.contracts)
 
 
 if __name__ == "__main__":

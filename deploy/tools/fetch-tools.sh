@@ -4,6 +4,8 @@
 #   bin/kubeconform   kubeconform v0.8.0 (go install; about 15 s cold)
 #   strimzi/*.yaml    Strimzi 0.49.0 CRDs for Kafka, KafkaNodePool, KafkaTopic, generated from the Java API model
 #                     (io.strimzi:api + io.strimzi:crd-generator from Maven Central; needs Java >= 21)
+#   asyncapi/         @asyncapi/parser 3.6.6, the official AsyncAPI parser (npm; needs node >= 18), for
+#                     deploy/tools/asyncapi-validate.mjs (tests/unit/test_asyncapi.py)
 # Kubernetes 1.37 schemas come from the `kubernetes-validate` wheel and KEDA's from `cloudcoil-models-keda`
 # (both dev dependencies in uv.lock); deploy/tools/schemas.py converts all of them for kubeconform.
 # Idempotent: a tool already in the cache is not fetched again. Prints the cache directory on its last line.
@@ -13,6 +15,7 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 STRIMZI_VERSION=0.49.0
 STRIMZI_CRD_GENERATOR_VERSION=1.2.0
+ASYNCAPI_PARSER_VERSION=3.6.6
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/ragstream"
 TOOLS="$CACHE/tools"
@@ -30,6 +33,19 @@ go_tool() {  # go_tool NAME MODULE@VERSION VERSION
     || { tail -20 "$TOOLS/logs/$name.log" >&2; return 1; }
   echo "$version" >"$stamp"
 }
+
+# First: it needs only node and npm, so a machine without Go or Java still gets it.
+asyncapi_dir="$TOOLS/asyncapi"
+if [ "$(cat "$asyncapi_dir/.version" 2>/dev/null)" != "$ASYNCAPI_PARSER_VERSION" ] \
+  || [ ! -f "$asyncapi_dir/node_modules/@asyncapi/parser/package.json" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "error: npm is not on PATH (needed for @asyncapi/parser)" >&2; exit 1; }
+  echo "==> npm install @asyncapi/parser@$ASYNCAPI_PARSER_VERSION" >&2
+  mkdir -p "$asyncapi_dir"
+  npm install --prefix "$asyncapi_dir" --no-audit --no-fund --no-save \
+    "@asyncapi/parser@$ASYNCAPI_PARSER_VERSION" >"$TOOLS/logs/asyncapi-npm.log" 2>&1 \
+    || { tail -20 "$TOOLS/logs/asyncapi-npm.log" >&2; exit 1; }
+  echo "$ASYNCAPI_PARSER_VERSION" >"$asyncapi_dir/.version"
+fi
 
 go_tool helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$HELM_VERSION"
 go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" "$KUBECONFORM_VERSION"
