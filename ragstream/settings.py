@@ -120,6 +120,9 @@ class StackSettings(BaseModel):
     weaviate_raft_port: int = 18300
     weaviate_raft_internal_rpc_port: int = 18301
     start_timeout_s: float = 90.0
+    # `ragstream up`: the gateway, and consumer i's /metrics, /livez and /readyz on worker_metrics_port + i.
+    gateway_port: int = 18000
+    worker_metrics_port: int = 19400
     # Local mode: fill unset secrets (JWT signing key, Weaviate key) and the content root from the stack's
     # state directory, where `stack up` generates them. Off in compose and the Helm chart.
     local_mode: bool = True
@@ -239,7 +242,7 @@ class LLMSettings(BaseModel):
 
     model_config = _FROZEN
     base_url: str = "http://127.0.0.1:18090/v1"
-    model: str = "qwen2.5-1.5b-instruct-q4_k_m"
+    model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     api_key: SecretStr = SecretStr("")
     temperature: float = 0.0
     timeout_s: float = 120.0

@@ -2,7 +2,7 @@
 # The test command: set up (cached), start the local stack, lint, run every test tier, stop the stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --test-tools
 
 started_here=0
 if ! .venv/bin/ragstream stack status >/dev/null 2>&1; then

@@ -1,52 +1,38 @@
 """`ragstream demo`, the main job: ingest a sample corpus for a demo tenant, answer a question with citations.
 
-Expects the local stack to be up (`ragstream stack up`). Runs the six consumers in this process (each with
-its own consumer group, as separate Deployments would), publishes `samples/demo-corpus`, waits until it is
-searchable, then asks through the gateway like any client.
+Runs against the platform `ragstream up` starts (it starts it when it is not up: idempotent): every
+consumer in its own process and the gateway on loopback. Publishes `samples/demo-corpus`, waits until it is
+searchable, then asks through the running gateway like any client, answered by the local model. `--stub`
+answers with the extractive stub instead, running the consumers in this process (no model server needed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import typer
 from rich.panel import Panel
 
 from application.cli.common import console, emit_json, err, settings
+from application.stack.secrets import localize
+from ragstream.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "demo-corpus"
 QUESTION = "How does Weaviate keep one tenant's data away from another tenant?"
 
 
-def _llm_available(base_url: str) -> bool:
-    try:
-        return httpx.get(base_url.rstrip("/") + "/models", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def _run(question: str, tenant: str, corpus: Path, stub: bool) -> dict[str, object]:
-    from application.pipeline import LocalPipeline
     from application.stack.manager import stack_home
     from producers.folder_publish import publish_folder
-    from ragstream.adapters.llm import ExtractiveStub
-    from ragstream.runtime.deps import Deps
     from schemas.ingestion import Acl
 
     s = settings()
-    deps = Deps(s)
-    if stub or not _llm_available(s.llm.base_url):
-        if not stub:
-            err.print(f"[yellow]no model server at {s.llm.base_url}; answering with the extractive stub[/]")
-        deps = replace(deps, llm=ExtractiveStub())
     t0 = time.monotonic()
-    with err.status("starting the six consumers (loading the embedding model)"):
-        pipeline = await LocalPipeline(s, deps=deps).start()
-    try:
+    async with _consumers(s, stub) as gateway_url:
         with err.status(f"publishing {corpus} for tenant {tenant!r} and waiting until searchable"):
             pub = await publish_folder(
                 s,
@@ -59,37 +45,41 @@ async def _run(question: str, tenant: str, corpus: Path, stub: bool) -> dict[str
             )
         err.print(f"ingested: {pub}")
         with err.status("asking"):
-            answer = await _ask(s, tenant, question)
-    finally:
-        await pipeline.stop()
+            answer = await _ask(s, tenant, question, gateway_url)
     answer["total_s"] = round(time.monotonic() - t0, 2)
     return {"ingest": pub, **answer}
 
 
-async def _ask(s, tenant: str, question: str) -> dict[str, object]:
-    """Through the gateway when it is available, else as a query event (the same path the gateway takes)."""
-    try:
-        from application.cli.gateway import ask_via_gateway
-    except ImportError:
-        ask_via_gateway = None
-    if ask_via_gateway is not None:
-        return await ask_via_gateway(s, question, tenant=tenant, user="demo-user", groups=("everyone",))
-    from ragstream.runtime.queries import QueryClient
+@contextlib.asynccontextmanager
+async def _consumers(s: Settings, stub: bool) -> AsyncIterator[str | None]:
+    """The running platform (gateway URL), or with `--stub` the six consumers in this process (None: an
+    in-process gateway)."""
+    if not stub:
+        from application import platform
 
-    async with QueryClient(s) as client:
-        r = await client.ask(tenant, "demo-user", ("everyone",), question, timeout_s=300)
-    final = r["final"]
-    failed = final.type != "QueryAnswered"
-    return {
-        "query_id": final.query_id,
-        "error": {"code": getattr(final, "code", "query_failed"), "message": "the query failed"}
-        if failed
-        else None,
-        "answer": getattr(final, "answer", ""),
-        "abstained": getattr(final, "abstained", False),
-        "citations": [c.model_dump() for c in getattr(final, "citations", ())],
-        "timings_ms": getattr(final, "timings_ms", {}),
-    }
+        with err.status("starting the platform (ragstream up)") as spinner:
+            await asyncio.to_thread(
+                platform.up, localize(s, create=True), lambda n, line: spinner.update(f"[bold]{n}[/]: {line}")
+            )
+        yield f"http://127.0.0.1:{s.stack.gateway_port}"
+        return
+    from application.pipeline import LocalPipeline
+    from ragstream.adapters.llm import ExtractiveStub
+    from ragstream.runtime.deps import Deps
+
+    with err.status("starting the six consumers in this process (extractive stub)"):
+        pipeline = await LocalPipeline(s, deps=Deps(s, llm=ExtractiveStub())).start()
+    try:
+        yield None
+    finally:
+        await pipeline.stop()
+
+
+async def _ask(s: Settings, tenant: str, question: str, url: str | None) -> dict[str, object]:
+    """Through the gateway (the running one, or one in this process), like any client."""
+    from application.cli.gateway import ask_via_gateway
+
+    return await ask_via_gateway(s, question, tenant=tenant, user="demo-user", groups=("everyone",), url=url)
 
 
 def demo(

@@ -104,13 +104,18 @@ def ask(
     user: str = typer.Option(..., "--user"),
     group: list[str] = typer.Option([], "--group", "-g", help="Group (repeatable)"),
     request_class: str = typer.Option("interactive", "--class", help="interactive | batch"),
-    url: str = typer.Option(DEFAULT_URL, "--url", help="Gateway base URL (else one runs in this process)"),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        help="Gateway base URL (default: the one `ragstream up` runs; else one starts in this process)",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object as the last line"),
 ) -> None:
     """Ask through the gateway; tokens stream to the terminal, then the citations."""
     from gateway.client import GatewayError
 
     s = settings()
+    url = url or f"http://127.0.0.1:{s.stack.gateway_port}"
     target: str | None = url
     if not _gateway_up(url):
         err.print(f"[yellow]no gateway at {url}; starting one in this process[/]")

