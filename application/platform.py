@@ -338,6 +338,7 @@ def status(settings: Settings, with_lag: bool = True) -> dict[str, Any]:
     state = StateStore(platform_home(settings)).load()
     lags = _lags(settings) if with_lag and any(s["healthy"] for s in infra if s["service"] == "kafka") else {}
     procs = []
+    supervised = supervisor_alive(state)
     for c in children(settings):
         st = state.children.get(c.name, ChildState(c.name))
         alive = bool(st.pid) and is_alive(st.record())
@@ -345,7 +346,7 @@ def status(settings: Settings, with_lag: bool = True) -> dict[str, Any]:
             "name": c.name,
             "pid": st.pid if alive else None,
             "port": c.port,
-            "state": "running" if alive else ("restarting" if st.restarts else "stopped"),
+            "state": "running" if alive else ("restarting" if supervised else "stopped"),
             "healthy": alive and healthy(c.port, c.health_path),
             "restarts": st.restarts,
             "last_exit": st.last_exit,

@@ -77,8 +77,9 @@ def logs(
 def _print(out: dict) -> None:
     table = Table("process", "state", "pid", "port", "healthy", "restarts", "lag")
     for s in out["infrastructure"]:
+        restarts = str(s.get("restarts", 0))
         table.add_row(
-            s["service"], s["state"], str(s["pid"] or "-"), str(s["port"]), _yes(s["healthy"]), "-", "-"
+            s["service"], s["state"], str(s["pid"] or "-"), str(s["port"]), _yes(s["healthy"]), restarts, "-"
         )
     for p in out["processes"]:
         lag = p.get("lag")
