@@ -172,6 +172,24 @@ def test_long_running_pods_have_probes_and_a_disruption_budget(docs: list) -> No
         assert len(covering) == 1, d["metadata"]["name"]
 
 
+def test_workers_probe_liveness_and_stop_inside_their_grace_period(docs: list) -> None:
+    """Liveness is the stuck check (/livez), readiness the started check (/readyz), both on the worker's own
+    metrics port; the shutdown bound is below the pod's grace period."""
+    workers = [
+        d
+        for d in _by_kind(docs, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    ]
+    assert workers
+    for d in workers:
+        spec = _pod_spec(d)
+        (c,) = spec["containers"]
+        assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert float(env["RAGSTREAM_WORKER__SHUTDOWN_TIMEOUT_S"]) < spec["terminationGracePeriodSeconds"]
+
+
 def _settings_field(path: list[str]) -> bool:
     model: Any = Settings
     for part in path:
