@@ -27,8 +27,12 @@ if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 
 fi
 
 # --- validation tools (Helm, kubeconform, Strimzi CRDs, the AsyncAPI parser) ------------------------------------
+# Only the tests need them (`bootstrap.sh --test-tools`, which scripts/test.sh passes); the main job does not.
 # Cached in ~/.cache/ragstream/tools (Go module proxy + Maven Central + npm, once); tests/unit/test_deploy_*.py
 # render the Helm chart and validate it offline with them, tests/unit/test_asyncapi.py runs @asyncapi/parser.
+if [ "${1:-}" != "--test-tools" ]; then
+  exit 0
+fi
 echo "==> manifest validation tools (~/.cache/ragstream/tools)"
 bash deploy/tools/fetch-tools.sh >/dev/null \
   || echo "warning: deploy/tools/fetch-tools.sh failed; tests/unit/test_deploy_manifests.py will retry it" >&2
