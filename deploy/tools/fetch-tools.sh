@@ -2,7 +2,7 @@
 # Fetches, once, what the offline manifest validation needs, into ~/.cache/ragstream/tools (outside the checkout):
 #   bin/helm          Helm v3.22.0     (go install through the Go module proxy; about 70 s cold on 2 cores)
 #   bin/kubeconform   kubeconform v0.8.0 (go install; about 15 s cold)
-#   strimzi/*.yaml    Strimzi 0.49.0 CRDs for Kafka, KafkaNodePool, KafkaTopic, generated from the Java API model
+#   strimzi/*.yaml    Strimzi 0.49.0 CRDs for Kafka, KafkaNodePool, KafkaTopic, KafkaUser, generated from the Java API model
 #                     (io.strimzi:api + io.strimzi:crd-generator from Maven Central; needs Java >= 21)
 #   asyncapi/         @asyncapi/parser 3.6.6, the official AsyncAPI parser (npm; needs node >= 18), for
 #                     deploy/tools/asyncapi-validate.mjs (tests/unit/test_asyncapi.py)
@@ -52,7 +52,7 @@ go_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_V
 
 strimzi_dir="$TOOLS/strimzi/$STRIMZI_VERSION"
 if [ ! -s "$strimzi_dir/kafkatopic.yaml" ] || [ ! -s "$strimzi_dir/kafka.yaml" ] \
-  || [ ! -s "$strimzi_dir/kafkanodepool.yaml" ]; then
+  || [ ! -s "$strimzi_dir/kafkanodepool.yaml" ] || [ ! -s "$strimzi_dir/kafkauser.yaml" ]; then
   java_bin=""
   for j in "${RAGSTREAM_JAVA21:-}" /usr/lib/jvm/temurin-25-jdk-amd64/bin/java /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
     [ -n "$j" ] && [ -x "$j" ] || continue
@@ -83,7 +83,8 @@ POM
     --yaml --api-versions v1beta2,v1 --storage-version v1beta2 \
     "io.strimzi.api.kafka.model.topic.KafkaTopic=$strimzi_dir/kafkatopic.yaml" \
     "io.strimzi.api.kafka.model.kafka.Kafka=$strimzi_dir/kafka.yaml" \
-    "io.strimzi.api.kafka.model.nodepool.KafkaNodePool=$strimzi_dir/kafkanodepool.yaml") \
+    "io.strimzi.api.kafka.model.nodepool.KafkaNodePool=$strimzi_dir/kafkanodepool.yaml" \
+    "io.strimzi.api.kafka.model.user.KafkaUser=$strimzi_dir/kafkauser.yaml") \
     >"$TOOLS/logs/strimzi-gen.log" 2>&1 || { tail -20 "$TOOLS/logs/strimzi-gen.log" >&2; exit 1; }
 fi
 

@@ -12,8 +12,8 @@ fetches them once; scripts/bootstrap.sh calls it):
   `cloudcoil-models-keda` (2.16.1.0: the newest release for Python < 3.14), exported as JSON Schema.
 - Prometheus Operator (monitoring.coreos.com/v1 PrometheusRule): `cloudcoil-models-prometheus-operator`,
   the same way (0.80.1.0, also the newest for Python < 3.14).
-- Strimzi 0.49.0 (kafka.strimzi.io/v1beta2 Kafka, KafkaNodePool, KafkaTopic): the CRDs generated from
-  Strimzi's own Java API model (io.strimzi:api + io.strimzi:crd-generator from Maven Central),
+- Strimzi 0.49.0 (kafka.strimzi.io/v1beta2 Kafka, KafkaNodePool, KafkaTopic, KafkaUser): the CRDs generated
+  from Strimzi's own Java API model (io.strimzi:api + io.strimzi:crd-generator from Maven Central),
   openAPIV3Schema converted.
 
 CRD schemas and pydantic exports rarely forbid unknown keys; the conversion adds `additionalProperties: false`
@@ -40,7 +40,7 @@ CHART = ROOT / "deploy" / "helm" / "ragstream"
 FETCH = ROOT / "deploy" / "tools" / "fetch-tools.sh"
 KUBE_VERSION = "1.37.0"
 STRIMZI_VERSION = "0.49.0"
-SCHEMA_FORMAT = 3  # bump when the conversion below changes
+SCHEMA_FORMAT = 4  # bump when the conversion below (or the set of CRDs) changes
 
 
 def tools_dir() -> Path:
@@ -59,6 +59,7 @@ def ensure_tools() -> Path:
             t / "strimzi" / STRIMZI_VERSION / "kafkatopic.yaml",
             t / "strimzi" / STRIMZI_VERSION / "kafka.yaml",
             t / "strimzi" / STRIMZI_VERSION / "kafkanodepool.yaml",
+            t / "strimzi" / STRIMZI_VERSION / "kafkauser.yaml",
         )
     )
     if not have:
@@ -166,7 +167,7 @@ def ensure_schemas() -> Path:
         data.pop("$id", None)
         (tmp / "core" / src.name).write_text(json.dumps(data))
     crds: dict[str, dict[str, Any]] = {}
-    for name in ("kafka", "kafkanodepool", "kafkatopic"):
+    for name in ("kafka", "kafkanodepool", "kafkatopic", "kafkauser"):
         crds.update(
             crd_schemas(yaml.safe_load((t / "strimzi" / STRIMZI_VERSION / f"{name}.yaml").read_text()))
         )

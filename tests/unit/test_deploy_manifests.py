@@ -224,6 +224,108 @@ def test_settings_travel_as_ragstream_variables_that_exist(docs: list) -> None:
     } <= seen
 
 
+# --- Kafka security -----------------------------------------------------------------------------------------
+
+SECURED = {
+    "kafka.bootstrapServers": "ragstream-kafka-bootstrap:9093",
+    "kafka.port": "9093",
+    "kafka.security.protocol": "SASL_SSL",
+    "kafka.security.userSecret": "ragstream-app",
+    "kafka.security.caSecret": "ragstream-cluster-ca-cert",
+    "kafka.security.createUser": "true",
+}
+
+
+def _kafka_client_pods(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, pod spec) of every workload that runs ragstream (all but the model server)."""
+    return [
+        (d["metadata"]["name"], _pod_spec(d))
+        for d in docs
+        if d["kind"] in WORKLOADS and "model-server" not in d["metadata"]["name"]
+    ]
+
+
+def _kafka_env(container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        e["name"].removeprefix("RAGSTREAM_KAFKA__"): e.get("value", e.get("valueFrom"))
+        for e in container["env"]
+        if e["name"].startswith("RAGSTREAM_KAFKA__")
+    }
+
+
+def test_default_chart_connects_in_plaintext_without_security_mounts(docs: list) -> None:
+    for name, pod in _kafka_client_pods(docs):
+        (c, *_) = pod["containers"]
+        env = _kafka_env(c)
+        assert env["SECURITY_PROTOCOL"] == "PLAINTEXT", name
+        assert not {"SASL_PASSWORD", "SSL_CAFILE"} & env.keys(), name
+        assert not [v for v in pod["volumes"] if v["name"].startswith("kafka-")], name
+    assert not _by_kind(docs, "KafkaUser") and not _by_kind(docs, "TriggerAuthentication")
+
+
+def test_sasl_ssl_values_wire_the_strimzi_user_and_cluster_ca_into_every_kafka_client() -> None:
+    stream = manifests.helm_template(set_values=SECURED)
+    assert manifests.problems(manifests.kubeconform(stream)) == []
+    docs = manifests.documents(stream)
+    pods = _kafka_client_pods(docs)
+    assert {n for n, _ in pods} >= {"ragstream-gateway", "ragstream-embedder", "ragstream-generation"}
+    for name, pod in pods:
+        (c, *_) = pod["containers"]
+        env = _kafka_env(c)
+        assert env["SECURITY_PROTOCOL"] == "SASL_SSL" and env["SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert env["SASL_USERNAME"] == "ragstream-app", name
+        assert env["SASL_PASSWORD"] == {"secretKeyRef": {"name": "ragstream-app", "key": "password"}}, name
+        assert env["SSL_CAFILE"] == "/etc/ragstream/kafka/ca/ca.crt", name
+        assert {"name": "kafka-ca", "mountPath": "/etc/ragstream/kafka/ca", "readOnly": True} in c[
+            "volumeMounts"
+        ], name
+        (ca,) = [v for v in pod["volumes"] if v["name"] == "kafka-ca"]
+        assert ca["secret"] == {
+            "secretName": "ragstream-cluster-ca-cert",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }
+        assert all(_settings_field(["kafka", k.lower()]) for k in env), name
+    (user,) = _by_kind(docs, "KafkaUser")
+    assert user["metadata"]["name"] == "ragstream-app"
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == "ragstream"
+    (kafka,) = _by_kind(docs, "Kafka")
+    tls = next(li for li in kafka["spec"]["kafka"]["listeners"] if li["name"] == "tls")
+    assert tls["authentication"] == {"type": "scram-sha-512"} and tls["port"] == 9093
+    (auth,) = _by_kind(docs, "TriggerAuthentication")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {"password": ("ragstream-app", "password"), "ca": ("ragstream-cluster-ca-cert", "ca.crt")}
+    assert auth["spec"]["env"][0]["name"] == "RAGSTREAM_KAFKA__SASL_USERNAME"
+    for so in _by_kind(docs, "ScaledObject"):
+        (trigger,) = so["spec"]["triggers"]
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+        assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+        assert trigger["metadata"]["bootstrapServers"] == "ragstream-kafka-bootstrap:9093"
+
+
+def test_mutual_tls_values_mount_the_client_certificate() -> None:
+    stream = manifests.helm_template(set_values={**SECURED, "kafka.security.protocol": "SSL"})
+    assert manifests.problems(manifests.kubeconform(stream)) == []
+    docs = manifests.documents(stream)
+    for name, pod in _kafka_client_pods(docs):
+        (c, *_) = pod["containers"]
+        env = _kafka_env(c)
+        assert env["SSL_CERTFILE"] == "/etc/ragstream/kafka/user/user.crt", name
+        assert env["SSL_KEYFILE"] == "/etc/ragstream/kafka/user/user.key", name
+        assert not any(k.startswith("SASL_") for k in env), name
+        (user_vol,) = [v for v in pod["volumes"] if v["name"] == "kafka-user"]
+        assert user_vol["secret"]["secretName"] == "ragstream-app"
+        assert user_vol["secret"]["defaultMode"] == 0o440
+    (user,) = _by_kind(docs, "KafkaUser")
+    assert user["spec"]["authentication"] == {"type": "tls"}
+
+
+def test_sasl_without_the_user_secret_does_not_render() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as exc:
+        manifests.helm_template(set_values={"kafka.security.protocol": "SASL_SSL"})
+    assert "kafka.security.userSecret is required" in exc.value.stderr
+
+
 # --- network ------------------------------------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $root := .root -}}
 - name: RAGSTREAM_KAFKA__BOOTSTRAP_SERVERS
   value: {{ $root.Values.kafka.bootstrapServers | quote }}
+{{- include "ragstream.kafkaSecurityEnv" $root }}
 - name: RAGSTREAM_WEAVIATE__URL
   value: {{ $root.Values.weaviate.url | quote }}
 - name: RAGSTREAM_WEAVIATE__GRPC_PORT
@@ -170,4 +171,73 @@ imagePullSecrets:
     {{- include "ragstream.peer" (dict "root" . "ns" .Values.llm.namespace "pods" .Values.llm.podSelector) | nindent 4 }}
   ports:
     - {protocol: TCP, port: {{ .Values.llm.port }}}
+{{- end -}}
+
+{{/* Kafka client security from kafka.security: protocol, SASL credentials from the KafkaUser's Secret, the
+     cluster CA and (SSL) the client certificate as mounted files. Settings refuse to start without them. */}}
+{{- define "ragstream.kafkaMTLS" -}}
+{{- if and (eq .Values.kafka.security.protocol "SSL") .Values.kafka.security.userSecret }}true{{ end -}}
+{{- end -}}
+
+{{- define "ragstream.kafkaSecurityEnv" -}}
+{{- $s := .Values.kafka.security }}
+- name: RAGSTREAM_KAFKA__SECURITY_PROTOCOL
+  value: {{ $s.protocol | quote }}
+{{- if hasPrefix "SASL_" $s.protocol }}
+{{- if not $s.userSecret }}{{ fail "kafka.security.userSecret is required for SASL_* (the KafkaUser's Secret)" }}{{ end }}
+- name: RAGSTREAM_KAFKA__SASL_MECHANISM
+  value: {{ $s.mechanism | quote }}
+- name: RAGSTREAM_KAFKA__SASL_USERNAME
+  value: {{ $s.username | default $s.userSecret | quote }}
+- name: RAGSTREAM_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.userSecret }}
+      key: password
+{{- end }}
+{{- if $s.caSecret }}
+- name: RAGSTREAM_KAFKA__SSL_CAFILE
+  value: /etc/ragstream/kafka/ca/ca.crt
+{{- end }}
+{{- if include "ragstream.kafkaMTLS" . }}
+- name: RAGSTREAM_KAFKA__SSL_CERTFILE
+  value: /etc/ragstream/kafka/user/user.crt
+- name: RAGSTREAM_KAFKA__SSL_KEYFILE
+  value: /etc/ragstream/kafka/user/user.key
+{{- end }}
+{{- end -}}
+
+{{- define "ragstream.kafkaVolumes" -}}
+{{- $s := .Values.kafka.security }}
+{{- if $s.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $s.caSecret }}
+    items: [{key: {{ $s.caKey }}, path: ca.crt}]
+{{- end }}
+{{- if include "ragstream.kafkaMTLS" . }}
+- name: kafka-user
+  secret:
+    secretName: {{ $s.userSecret }}
+    items: [{key: user.crt, path: user.crt}, {key: user.key, path: user.key}]
+    defaultMode: 288  # 0440: the pod's fsGroup reads the key, nobody else
+{{- end }}
+{{- end -}}
+
+{{- define "ragstream.kafkaMounts" -}}
+{{- if .Values.kafka.security.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/ragstream/kafka/ca
+  readOnly: true
+{{- end }}
+{{- if include "ragstream.kafkaMTLS" . }}
+- name: kafka-user
+  mountPath: /etc/ragstream/kafka/user
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* KEDA's Kafka scaler reads lag with the same credentials (username from the worker's own env). */}}
+{{- define "ragstream.kafkaTriggerAuthName" -}}
+{{- printf "%s-kafka" (include "ragstream.fullname" .) -}}
 {{- end -}}
