@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import metrics
+from gateway import metrics, openai_api
 from gateway.backpressure import KafkaLagProbe, LagProbe
 from gateway.hub import AnswerHub, KafkaAnswerHub
 from gateway.middleware import BodyLimit, RequestMetrics
@@ -92,6 +92,8 @@ async def _rejected(request: Request, exc: Exception) -> Response:
             info.correlation_id,
             exc.internal,
         )
+    if openai_api.is_openai_path(request.url.path):
+        return openai_api.error_response(exc.status, info, exc.headers)
     body = ErrorBody.of(info).model_dump(mode="json")
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
@@ -99,6 +101,8 @@ async def _rejected(request: Request, exc: Exception) -> Response:
 async def _invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     metrics.rejected("invalid")
+    if openai_api.is_openai_path(request.url.path):
+        return openai_api.invalid_response(exc, _cid(request))
     return await request_validation_exception_handler(request, exc)
 
 
@@ -107,6 +111,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     cid = _cid(request)
     log.error("%s %s failed (correlation %s)", request.method, request.url.path, cid, exc_info=exc)
     metrics.rejected("internal")
+    if openai_api.is_openai_path(request.url.path):
+        return openai_api.error_response(500, ErrorInfo.of("internal", cid), {CORRELATION_HEADER: cid})
     body = ErrorBody.of(ErrorInfo.of("internal", cid)).model_dump(mode="json")
     return JSONResponse(body, status_code=500, headers={CORRELATION_HEADER: cid})
 
@@ -163,6 +169,7 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(queries)
     app.include_router(ops)
+    app.include_router(openai_api.openai_router)
     app.add_exception_handler(RejectedError, _rejected)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _unexpected)

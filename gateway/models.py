@@ -25,6 +25,7 @@ ErrorCode = Literal[
     "unavailable",
     "deadline_exceeded",
     "query_failed",
+    "model_not_found",
     "internal",
 ]
 # One fixed human message per code: nothing a client reads is built from an exception or a worker's text.
@@ -40,6 +41,7 @@ MESSAGES: dict[str, str] = {
     "unavailable": "the query bus is unavailable; retry later",
     "deadline_exceeded": "no answer before the query's deadline",
     "query_failed": "the query could not be answered",
+    "model_not_found": "no such model; GET /v1/models lists what this credential may ask",
     "internal": "internal error",
 }
 
