@@ -24,6 +24,7 @@ from ragstream.indexing.indexer import embed_text
 from ragstream.runtime.kafka import consumer as kafka_consumer
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.runtime.limits import Limits
+from ragstream.runtime.offsets import read_to_end
 from ragstream.runtime.worker import PermanentError
 from ragstream.settings import Settings
 from schemas.errors import EventDecodeError, decode
@@ -145,22 +146,11 @@ async def read_source(settings: Settings) -> list[Any]:
     await consumer.start()
     try:
         tps = await partitions_of(consumer, kafka.topic_prefix + SOURCE_CHANGES.name)
-        ends = await consumer.end_offsets(tps)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         events: list[Any] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        # the builder dead-letters undecodable records: nothing to embed
-                        with contextlib.suppress(EventDecodeError):
-                            events.append(decode(SOURCE_CHANGES, r.value or b""))
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for r in read_to_end(consumer, tps, max_records=1000):
+            # the builder dead-letters undecodable records: nothing to embed
+            with contextlib.suppress(EventDecodeError):
+                events.append(decode(SOURCE_CHANGES, r.value or b""))
         return events
     finally:
         await consumer.stop()

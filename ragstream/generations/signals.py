@@ -55,6 +55,7 @@ def observe_answer(generation: str, abstained: bool, seconds: float) -> None:
 async def _read_since(settings: Any, topic: str, since_ms: int) -> list[Any]:
     from ragstream.runtime.kafka import consumer as kafka_consumer
     from ragstream.runtime.kafka_admin import partitions_of
+    from ragstream.runtime.offsets import read_to_end
     from schemas.errors import EventDecodeError, decode
 
     kafka = settings.kafka
@@ -64,28 +65,13 @@ async def _read_since(settings: Any, topic: str, since_ms: int) -> list[Any]:
         tps = await partitions_of(consumer, kafka.topic_prefix + topic)
         if not tps:
             return []
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-        consumer.assign(tps)
-        pending = set()
-        for tp in tps:
-            found = starts.get(tp)
-            if found is None:
-                consumer.seek(tp, ends[tp])
-            else:
-                consumer.seek(tp, found.offset)
-                pending.add(tp)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        # A partition with nothing since `since_ms` has no offset here: nothing to read from it.
+        starts = {tp: at.offset for tp, at in found.items() if at is not None}
         out: list[Any] = []
-        while pending:
-            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        with contextlib.suppress(EventDecodeError):
-                            out.append(decode(topic, r.value or b""))
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for r in read_to_end(consumer, starts, starts, max_records=2000):
+            with contextlib.suppress(EventDecodeError):
+                out.append(decode(topic, r.value or b""))
         return out
     finally:
         await consumer.stop()

@@ -7,6 +7,7 @@ import hashlib
 
 from ragstream.runtime import kafka
 from ragstream.runtime.kafka_admin import partitions_of
+from ragstream.runtime.offsets import read_to_end
 from ragstream.settings import Settings
 from schemas.dlq import DeadLetter
 from schemas.topics import TOPICS
@@ -21,21 +22,11 @@ async def read_dead_letters(settings: Settings, topics: list[str] | None = None)
     out: list[DeadLetter] = []
     try:
         tps = [tp for n in names for tp in await partitions_of(consumer, n)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    try:
-                        out.append(DeadLetter.model_validate_json(rec.value or b""))
-                    except ValueError:
-                        continue
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        async for rec in read_to_end(consumer, tps):
+            try:
+                out.append(DeadLetter.model_validate_json(rec.value or b""))
+            except ValueError:
+                continue
     finally:
         await consumer.stop()
     return out

@@ -2,22 +2,24 @@
 
 `LagReader` is the one place lag is computed (the gateway's admission, a generation build's readiness, the
 scaling benchmark's KEDA view); `tail` is the one way a follower (answer hub, query client, receipt
-watcher) starts at the end of its topics without missing what is published right after.
+watcher) starts at the end of its topics without missing what is published right after; `read_to_end` is
+the one way a reader (dead letters, a re-embedding plan, generation signals) reads partitions up to the end
+offsets they have when it starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ragstream.runtime import kafka
 from ragstream.runtime.kafka_admin import partitions_of
 from ragstream.settings import KafkaSettings
 
-__all__ = ["GroupOffsets", "LagReader", "Uncommitted", "tail"]
+__all__ = ["GroupOffsets", "LagReader", "Uncommitted", "read_to_end", "tail"]
 
 # What a partition without a committed offset counts from: "zero" is how KEDA's Kafka scaler counts with
 # the earliest reset policy (lag = end offset); "log_start" is where such a group would really begin
@@ -121,3 +123,32 @@ async def tail(
     for tp in tps:
         await consumer.position(tp)
     return tps
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    tps: Iterable[TopicPartition],
+    starts: Mapping[TopicPartition, int] | None = None,
+    *,
+    max_records: int | None = None,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `tps` from `starts` (default: the log start) up to each partition's end offset as it
+    is when this begins; records published meanwhile are not waited for. Assigns `tps` to the consumer."""
+    tps = list(tps)
+    if not tps:
+        return
+    ends = await consumer.end_offsets(tps)
+    consumer.assign(tps)
+    if starts is None:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        for tp in tps:
+            consumer.seek(tp, starts.get(tp, ends[tp]))
+    pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+    while pending:
+        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=max_records)
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield record
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}

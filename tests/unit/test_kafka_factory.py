@@ -5,9 +5,10 @@ from __future__ import annotations
 import ssl
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr, ValidationError
 
@@ -15,7 +16,7 @@ from application.stack.secrets import KAFKA_SASL_FILE, ensure_kafka_sasl_secret,
 from application.stack.services import KafkaService
 from application.stack.tls import ensure_broker_tls
 from ragstream.runtime import kafka
-from ragstream.runtime.offsets import GroupOffsets
+from ragstream.runtime.offsets import GroupOffsets, read_to_end
 from ragstream.settings import KafkaSettings, Settings, StackSettings
 
 pytestmark = pytest.mark.unit
@@ -160,3 +161,47 @@ def test_sasl_ssl_listener_is_opt_in(tmp_path: Path) -> None:
     k = sasl_ssl_kafka(secured)
     assert k.bootstrap_servers == "127.0.0.1:29094" and k.ssl_cafile == tmp_path / "kafka" / "tls" / "ca.pem"
     assert k.sasl_password == SecretStr(password) and k.sasl_username == "ragstream"
+
+
+class _Log:
+    """Just enough of AIOKafkaConsumer for read_to_end: partitions with offsets, one getmany at a time."""
+
+    def __init__(self, sizes: dict[int, int]) -> None:
+        self.logs = {TopicPartition("t", p): list(range(n)) for p, n in sizes.items()}
+        self.pos: dict[TopicPartition, int] = {}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs[tp]) for tp in tps}
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.pos = dict.fromkeys(tps, 0)
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.pos.update(dict.fromkeys(tps, 0))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos[tp] = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.pos[tp]
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int | None) -> dict:
+        out = {}
+        for tp in tps:
+            take = self.logs[tp][self.pos[tp] : self.pos[tp] + (max_records or 10**9)]
+            if take:
+                out[tp] = [SimpleNamespace(offset=o) for o in take]
+                self.pos[tp] += len(take)
+            self.logs[tp].append(len(self.logs[tp]))  # published meanwhile: past the end, not read
+        return out
+
+
+async def test_read_to_end_stops_at_the_end_offsets_it_started_with() -> None:
+    log = _Log({0: 5, 1: 0, 2: 3})
+    tps = list(log.logs)
+    got = [r.offset async for r in read_to_end(log, tps, max_records=2)]  # type: ignore[arg-type]
+    assert sorted(got) == [0, 0, 1, 1, 2, 2, 3, 4]
+    log = _Log({0: 5, 1: 4})
+    start = {TopicPartition("t", 0): 3}
+    assert [r.offset async for r in read_to_end(log, list(start), start)] == [3, 4]  # type: ignore[arg-type]
+    assert [r async for r in read_to_end(log, [])] == []  # type: ignore[arg-type]
