@@ -3,6 +3,7 @@ fake backends, and one real load of the packaged MiniLM whose bf16/ONNX vectors 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import os
@@ -161,8 +162,14 @@ def auto_embedder() -> Iterator[tuple[SentenceTransformerEmbedder, dict[str, str
 
     if HAS_ORT:
         import onnxruntime  # noqa: F401
+    from ragstream.adapters import embedder as module
+
     before = _env()
-    embedder = SentenceTransformerEmbedder(EmbeddingSettings(), batch_size=32)
+    with pytest.MonkeyPatch.context() as patch:
+        # The real auto path (backends, probe, selection) on a quarter of the probe set: quick on busy hosts.
+        patch.setattr(module, "run_probe", functools.partial(run_probe, texts=PROBE_TEXTS[::4], reps=1))
+        patch.setattr(module, "_SELECTIONS", {})
+        embedder = SentenceTransformerEmbedder(EmbeddingSettings(), batch_size=32)
     yield embedder, before
 
 
@@ -203,6 +210,20 @@ def test_backend_vectors_match_fp32_within_tolerance(
             assert 0.98 < cos.mean() < MIN_COSINE, f"int8 mean cosine {cos.mean()}"  # a new revision
         else:
             assert cos.mean() >= MIN_COSINE, f"{name} mean cosine {cos.mean()}"
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
+def test_onnx_runs_split_by_token_budget_give_the_same_vectors(
+    auto_embedder: tuple[SentenceTransformerEmbedder, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragstream.adapters.embedder import packaged_model_path, weights_sha256
+    from ragstream.adapters.embedding import backends
+
+    onnx = build_backend("onnx-fp32", auto_embedder[0].model, 16, weights_sha256(packaged_model_path()))
+    texts = list(PROBE_TEXTS[::5])
+    whole = onnx.encode(texts)
+    monkeypatch.setattr(backends, "MAX_TOKENS_PER_RUN", 64)  # a few rows per run
+    np.testing.assert_allclose(onnx.encode(texts), whole, atol=1e-5)
 
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
