@@ -7,6 +7,7 @@ import typer
 from application.cli import backup, contracts, demo, dlq, generation, lineage, publish, stack, worker
 from application.cli import eval as eval_module
 from application.cli import gateway as gateway_module
+from application.cli import mcp as mcp_module
 from application.cli import platform as platform_cli
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(eval_module.app, name="eval")
 app.add_typer(generation.app, name="generation")
 app.add_typer(backup.app, name="backup")
 app.command()(contracts.contracts)
+app.command()(mcp_module.mcp)
 
 
 if __name__ == "__main__":
