@@ -34,6 +34,8 @@ def decode(topic: str | TopicSpec, raw: bytes) -> Any:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventDecodeError("malformed_json", f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # `[[[[...` nested past the parser's stack (found by bench.fuzz)
+        raise EventDecodeError("malformed_json", "not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise EventDecodeError("malformed_json", "an event must be a JSON object")
     try:

@@ -124,6 +124,17 @@ class Stack:
         self.state.save(records)
         return stopped
 
+    def restart(self, name: str, progress: Callable[[str, str], None]) -> list[ServiceStatus]:
+        """Stop one service by its recorded pid (SIGTERM, then SIGKILL after the timeout) and start it
+        again with its data kept; the others are left running (`up` skips what is alive)."""
+        self._service(name)
+        records = self.state.load()
+        rec = records.pop(name, None)
+        if rec is not None and stop(rec):
+            progress(name, f"stopped pid {rec.pid}")
+        self.state.save(records)
+        return self.up(progress)
+
     def status(self) -> list[ServiceStatus]:
         records = self.state.load()
         out = []

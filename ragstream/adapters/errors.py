@@ -44,9 +44,12 @@ _GRPC_NAMES = {
 _GRPC_NAME = re.compile(r"StatusCode\.([A-Z_]+)")
 _HTTP_STATUS = re.compile(r"status code:? (\d{3})", re.IGNORECASE)
 # Words of a server that could not do the work now (rather than refusing the request itself).
+# A node leaving or joining (a restart) has no replica to route to and closes its shards and indexes for a
+# moment; found by bench.chaos, where "no read replica found" during a Weaviate restart was dead-lettered.
 _TRANSIENT_TEXT = re.compile(
     r"timeout|timed out|deadline|unavailable|connection|connect |refused|reset by peer|broken pipe|"
-    r"not ready|read-only|readonly|too many|overload|shutting down|try again|temporar",
+    r"not ready|read-only|readonly|too many|overload|shutting down|try again|temporar|"
+    r"shut ?down|no (?:read|write) replica|enough replicas|is closed",
     re.IGNORECASE,
 )
 # Errors raised by the adapters' client libraries (what a handler catches and translates).

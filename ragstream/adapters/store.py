@@ -251,7 +251,9 @@ class WeaviateStore:
             res = coll.data.insert_many(objects[start : start + 200])
             if res.has_errors:
                 first = next(iter(res.errors.values()))
-                raise RuntimeError(f"weaviate rejected {len(res.errors)} {what}: {first.message}")
+                # A Weaviate error, so the server's words class it (ragstream.adapters.errors): "no write
+                # replica found" during a restart is transient, a bad property permanent.
+                raise wexc.WeaviateBatchError(f"weaviate rejected {len(res.errors)} {what}: {first.message}")
 
     def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> int:
         ids = canonical_ids(chunk_ids)

@@ -107,9 +107,13 @@ class Indexer:
             acl_only = (state.acl_principals, state.acl_groups) != (f.acl.principals, f.acl.groups)
             if acl_only:
                 self._set_acl(tenant, state, f.acl.principals, f.acl.groups)
+            # A replay after a crash between the state flip and the old chunks' delete lands here: finish
+            # that replacement (at-least-once must converge), or the old version's chunks stay for ever.
+            leftovers = set(self.store.chunk_ids_of(tenant, f.document_id)) - set(state.chunk_ids)
             return DocumentIndexed(
                 **base,
                 chunk_ids=state.chunk_ids,
+                chunks_deleted=self.store.delete_chunks(tenant, sorted(leftovers)) if leftovers else 0,
                 unchanged=not acl_only,
                 acl_only=acl_only,
                 timings_ms={**ev.timings_ms, "index": (time.perf_counter() - t0) * 1000},

@@ -261,6 +261,10 @@ class Worker:
             except EventDecodeError as exc:
                 dead.append(self._dead_letter(rec, exc.reason, exc, None))
                 continue
+            except Exception as exc:  # a decoder bug must not jam the partition (rewound for ever)
+                log.exception("%s: decoding offset %d raised", self.spec.name, rec.offset)
+                dead.append(self._dead_letter(rec, "undecodable", exc, None))
+                continue
             good.append(self._inbound(rec, event))
         try:
             outputs, more_dead = await self._handle(good)

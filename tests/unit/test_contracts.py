@@ -143,6 +143,12 @@ def test_malformed_json() -> None:
     assert ei.value.reason == "malformed_json"
 
 
+def test_json_nested_past_the_parser_stack_is_malformed_not_a_crash() -> None:
+    with pytest.raises(EventDecodeError) as ei:
+        decode(TOPIC, b"[" * 100_000 + b"]" * 100_000)
+    assert ei.value.reason == "malformed_json"
+
+
 def test_wrong_schema_version_names_field() -> None:
     with pytest.raises(EventDecodeError) as ei:
         decode(TOPIC, json.dumps({**_raw(GOOD), "schema_version": 99}).encode())

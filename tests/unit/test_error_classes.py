@@ -56,6 +56,10 @@ def _weaviate_status(status: int) -> wexc.UnexpectedStatusCodeError:
             "permanent",
         ),
         (wexc.WeaviateQueryError("context deadline exceeded", "GRPC"), "transient"),
+        # A Weaviate node restarting (bench.chaos): no replica to route to, shards closing.
+        (wexc.WeaviateQueryError("object search at index x: no read replica found.", "GRPC"), "transient"),
+        (wexc.WeaviateBatchError("weaviate rejected 3 chunk writes: no write replica found"), "transient"),
+        (wexc.WeaviateBatchError("weaviate rejected 1 chunk writes: shard shutdown"), "transient"),
         (_http(400), "permanent"),
         (_http(408), "transient"),
         (_http(429), "transient"),
