@@ -21,6 +21,7 @@ from consumers.ingestion import chunker, embedder, normalizer
 from consumers.serving import generation, rerank, retrieval
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
 from ragstream.adapters.llm import OpenAIChat
+from ragstream.adapters.prompt_tokens import token_counter
 from ragstream.adapters.reranker import from_spec
 from ragstream.adapters.store import open_store
 from ragstream.adapters.tokenizer import HFTokenizer
@@ -92,6 +93,8 @@ def wire(name: str, base: Deps, producer: Producer) -> Wired:
         fill["reranker"] = from_spec(s.serving.rerank)
     if "llm" in needs and base.llm is None:
         fill["llm"] = OpenAIChat(s.llm)
+    if "count_tokens" in needs and base.count_tokens is None:
+        fill["count_tokens"] = token_counter(s)
     if "send" in needs and base.send is None:
         # Streamed deltas are only enqueued; the final answer's acknowledgement covers them.
         fill["send"] = partial(producer.send_many, wait=False)

@@ -26,25 +26,22 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from evals.asking import Launcher, need_launcher
 from evals.beir import BeirDataset, load_beir
-from evals.fusion import Scores, convex, doc_scores, pool_bm25, ranked, rocchio, zfuse
 from evals.metrics import summarize
 from ragstream.adapters.store import open_store
-from ragstream.ports import AccessFilter, ChunkStore, SearchHit
+from ragstream.ports import ChunkStore
 from ragstream.settings import Settings
+from schemas.envelope import utcnow
+from schemas.serving import Caller, Passage, QueryRequested, QuerySpec
 from schemas.topics import INGESTION
 
-MODES = ("bm25", "dense", "hybrid", "rerank")
-CANDIDATE_CHUNKS = 300  # chunks fetched per query and mode: enough distinct documents for recall@100
-FEEDBACK_DOCS = 3  # pseudo-relevance feedback: top documents whose vectors move the query
-FEEDBACK_BETA = 0.5
-RERANK_DEPTH = 100
+MODES = ("bm25", "dense", "hybrid", "hybrid+lexical", "fusion", "rerank", "served")
+EVAL_TOP_K = 100  # passages asked for per query (the caller's top_k): the depth recall@100 sees
 EVAL_GROUP = "everyone"
 EVAL_SUBJECT = "beir-eval"
 
@@ -72,6 +69,8 @@ class ModeResult:
     queries: int
     seconds: float
     detail: str = ""
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    fallbacks: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +81,8 @@ class ModeResult:
             "queries": self.queries,
             "seconds": round(self.seconds, 1),
             "method": self.detail,
+            "latency_ms": self.latency_ms,
+            "rerank_fallbacks": self.fallbacks,
         }
 
 
@@ -204,122 +205,73 @@ async def ensure_indexed(
     }
 
 
-class Searcher:
-    """The retrieval worker's search (`ChunkStore.search`, ACL filter inside) per mode."""
+@dataclass(frozen=True)
+class Config:
+    """One serving configuration: the query's search mode, the retriever's first stage, the reranker."""
 
-    def __init__(self, store: Any, tenant: str, settings: Settings) -> None:
-        self.store = store
-        self.tenant = tenant
-        self.cfg = settings.serving
-        self.acl = AccessFilter((EVAL_SUBJECT,), (EVAL_GROUP,))
+    query_mode: str
+    first_stage: str
+    rerank: str
 
-    def hits(
-        self, text: str, vector: np.ndarray | None, mode: str, limit: int = CANDIDATE_CHUNKS
-    ) -> list[Any]:
-        return self.store.search(
-            self.tenant,
-            text,
-            vector.tolist() if vector is not None else None,
-            limit=limit,
-            acl=self.acl,
-            mode=mode,
-            alpha=self.cfg.hybrid_alpha,
-            fusion=self.cfg.fusion,
+    def describe(self) -> str:
+        head = self.query_mode if self.query_mode != "hybrid" else self.first_stage
+        return head + ("" if self.rerank == "none" else f" + {self.rerank}")
+
+
+def mode_config(mode: str, settings: Settings) -> Config:
+    """Each mode is a serving configuration; `served` is the one the settings serve."""
+    cfg = settings.serving
+    custom = cfg.rerank if cfg.rerank not in ("", "none", "lexical") else "lexical"
+    return {
+        "bm25": Config("bm25", "hybrid", "none"),
+        "dense": Config("dense", "hybrid", "none"),
+        "hybrid": Config("hybrid", "hybrid", "none"),
+        "hybrid+lexical": Config("hybrid", "hybrid", "lexical"),
+        "fusion": Config("hybrid", "fusion", "none"),
+        "rerank": Config("hybrid", "fusion", custom),
+        "served": Config("hybrid", cfg.first_stage, cfg.rerank or "none"),
+    }[mode]
+
+
+def document_ranking(passages: Sequence[Passage]) -> list[str]:
+    """Chunks -> documents as the answer's citations name them: each document at its first passage."""
+    return list(dict.fromkeys(p.document_id for p in passages))
+
+
+class ServedPath:
+    """The retrieval and rerank consumers' components (`Retriever`, `RerankStage`), called with the
+    events the gateway would publish; what they return is what a caller gets."""
+
+    def __init__(self, store: Any, embedder: Any, settings: Settings, config: Config, reranker: Any) -> None:
+        from consumers.serving.rerank import RerankStage
+        from consumers.serving.retrieval import Retriever
+
+        serving = settings.serving.model_copy(update={"first_stage": config.first_stage})
+        self.config = config
+        self.settings = settings
+        self.retriever = Retriever(store, embedder, serving, settings.index.generation)
+        self.stage = RerankStage(reranker, serving)
+
+    def event(self, tenant: str, qid: str, text: str, request_class: str, top_k: int) -> QueryRequested:
+        cfg = self.settings.serving
+        deadline = cfg.interactive_deadline_s if request_class == "interactive" else cfg.batch_deadline_s
+        spec = QuerySpec(
+            query_id=f"beir-{qid}",
+            question=text,
+            caller=Caller(subject=EVAL_SUBJECT, groups=(EVAL_GROUP,), auth_method="internal"),
+            request_class=request_class,  # type: ignore[arg-type]
+            top_k=top_k,
+            deadline_at=utcnow() + timedelta(seconds=deadline),
+            mode=self.config.query_mode,  # type: ignore[arg-type]
         )
+        return QueryRequested(tenant_id=tenant, producer="evals.beir", query=spec)
 
-    def doc_ranking(self, text: str, vector: np.ndarray | None, mode: str) -> tuple[Scores, list[Any]]:
-        hs = self.hits(text, vector if mode != "bm25" else None, mode)
-        # `search` reports Weaviate's score, which near_vector leaves at 0: dense hits rank by cosine.
-        return doc_scores((h.properties["document_id"], _rank_score(h, mode)) for h in hs), hs
-
-
-def _rank_score(hit: Any, mode: str) -> float:
-    if mode == "dense" and hit.relevance is not None:
-        return float(hit.relevance)
-    return float(hit.score)
-
-
-def _doc_vectors(hits: Sequence[SearchHit], docs: Sequence[str]) -> np.ndarray:
-    """For each document, the vector of its best-scoring chunk among the hits (hits come best first)."""
-    best: dict[str, tuple[float, ...]] = {}
-    for h in hits:
-        d = h.properties["document_id"]
-        if d not in best and h.vector is not None:
-            best[d] = h.vector
-    rows = [best[d] for d in docs if d in best]
-    return np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
-
-
-def _dense_with_vectors(searcher: Searcher, vector: np.ndarray, limit: int) -> list[SearchHit]:
-    """Dense hits (score = cosine) with their chunk vectors, for the feedback round."""
-    return searcher.store.search(
-        searcher.tenant,
-        "",
-        vector.tolist(),
-        limit=limit,
-        acl=searcher.acl,
-        mode="dense",
-        with_vectors=True,
-    )
-
-
-def _pool_texts(searcher: Searcher, docs: Sequence[str]) -> dict[str, str]:
-    """Whole-document text (title + every chunk in position order) for the candidate documents: the
-    chunks their states name (live versions only, as retrieval serves them) that the eval caller may read,
-    in two reads of the index."""
-    if not docs:
-        return {}
-    states = searcher.store.get_states(searcher.tenant, list(docs))
-    live = [cid for st in states.values() for cid in st.chunk_ids]
-    parts: dict[str, list[tuple[int, str]]] = {}
-    titles: dict[str, str] = {}
-    for p in searcher.store.get_chunks(searcher.tenant, live).values():
-        if not searcher.acl.admits(p.get("acl_principals") or (), p.get("acl_groups") or ()):
-            continue
-        d = p["document_id"]
-        parts.setdefault(d, []).append((int(p.get("position") or 0), p.get("text", "")))
-        titles[d] = p.get("title") or ""
-    return {d: titles[d] + "\n" + "\n".join(t for _, t in sorted(ps)) for d, ps in parts.items()}
-
-
-def rerank_scores(
-    searcher: Searcher,
-    text: str,
-    vector: np.ndarray,
-    bm25: Scores,
-    reranker: Any | None,
-) -> tuple[Scores, str]:
-    """The second stage over the first stage's document candidates.
-
-    First stage: z-score fusion of BM25 (best chunk), dense (best chunk) and dense after one round of
-    Rocchio feedback from the top documents of BM25+dense. Second stage, over its top RERANK_DEPTH
-    documents: BM25 is recomputed on whole documents with stemming (`pool_bm25`) and fused again with
-    the two dense signals; with a cross-encoder configured, it scores the fused top documents instead.
-    """
-    dense_hits = _dense_with_vectors(searcher, vector, CANDIDATE_CHUNKS)
-    dense = doc_scores((h.properties["document_id"], h.score) for h in dense_hits)
-    seed = convex(dense, bm25, 0.5, "zscore")
-    fb = _doc_vectors(dense_hits, ranked(seed)[:FEEDBACK_DOCS])
-    prf_hits = _dense_with_vectors(searcher, rocchio(vector, fb, FEEDBACK_BETA), CANDIDATE_CHUNKS)
-    prf = doc_scores((h.properties["document_id"], h.score) for h in prf_hits)
-    first = zfuse([dense, prf, bm25])
-    pool = ranked(first)[:RERANK_DEPTH]
-    texts = _pool_texts(searcher, pool)
-    pool = [d for d in pool if d in texts]
-    if reranker is not None:
-        scores = reranker.score(text, [texts[d] for d in pool])
-        out = {d: 1000.0 + float(sc) for d, sc in zip(pool, scores, strict=True)}
-        method = f"{reranker.name} over the top {RERANK_DEPTH} of z(dense, dense+prf, bm25)"
-    else:
-        out = zfuse([dense, prf, pool_bm25(text, texts)], pool)
-        out = {d: 1000.0 + sc for d, sc in out.items()}
-        method = (
-            f"z(dense, dense+rocchio(top{FEEDBACK_DOCS}), stemmed doc-BM25) over the top {RERANK_DEPTH} "
-            "of z(dense, dense+rocchio, bm25)"
-        )
-    for d, sc in first.items():
-        out.setdefault(d, sc)
-    return out, method
+    def ask(self, ev: QueryRequested) -> tuple[list[Passage], dict[str, float], str | None]:
+        """(passages a caller gets, retrieval and rerank milliseconds, the rerank fallback reason)."""
+        got = self.retriever.retrieve(ev)
+        out = self.stage.rerank(got)
+        ms = {"retrieval": got.timings_ms.get("retrieval", 0.0), "rerank": out.timings_ms.get("rerank", 0.0)}
+        return list(out.passages), ms, out.fallback_reason
 
 
 async def evaluate_beir(
@@ -330,10 +282,12 @@ async def evaluate_beir(
     progress: Progress | None = None,
     limit_queries: int | None = None,
     launch: Launcher | None = None,
+    request_class: str = "batch",
+    top_k: int = EVAL_TOP_K,
 ) -> BeirReport:
-    """Ingest (or reuse) the corpus, run every judged test query per mode, summarize."""
+    """Ingest (or reuse) the corpus, ask every judged test query per mode through the served path."""
     from ragstream.adapters.embedder import SentenceTransformerEmbedder
-    from ragstream.core.rewrite import normalize_query
+    from ragstream.adapters.reranker import from_spec
 
     ds = await asyncio.to_thread(load_beir, directory)
     tenant = corpus_tenant(ds, settings)
@@ -341,39 +295,26 @@ async def evaluate_beir(
     try:
         ingest = await ensure_indexed(settings, ds, tenant, store, progress=progress, launch=launch)
         qids = sorted(ds.queries)[:limit_queries] if limit_queries else sorted(ds.queries)
-        texts = [normalize_query(ds.queries[q], settings.serving.max_question_chars) for q in qids]
         embedder = await asyncio.to_thread(SentenceTransformerEmbedder, settings.embedding)
-        vecs = await asyncio.to_thread(embedder.embed, texts)
-        searcher = Searcher(store, tenant, settings)
-        reranker = None
-        if "rerank" in modes and settings.serving.rerank not in ("", "none"):
-            from ragstream.adapters.reranker import from_spec
-
-            reranker = from_spec(settings.serving.rerank)
         qrels = {q: ds.qrels[q] for q in qids}
+        rerankers: dict[str, Any] = {}
         results: dict[str, ModeResult] = {}
-        bm25_cache: dict[str, Scores] = {}
         for mode in modes:
+            config = mode_config(mode, settings)
+            if config.rerank not in rerankers:
+                rerankers[config.rerank] = await asyncio.to_thread(from_spec, config.rerank)
+            path = ServedPath(store, embedder, settings, config, rerankers[config.rerank])
             t0 = time.monotonic()
             run: dict[str, list[str]] = {}
-            detail = mode
-            for i, (qid, text) in enumerate(zip(qids, texts, strict=True)):
-                vec = np.asarray(vecs[i], dtype=np.float32)
-                if mode == "rerank":
-                    if qid not in bm25_cache:
-                        bm25_cache[qid] = (await asyncio.to_thread(searcher.doc_ranking, text, None, "bm25"))[
-                            0
-                        ]
-                    scores, detail = await asyncio.to_thread(
-                        rerank_scores, searcher, text, vec, bm25_cache[qid], reranker
-                    )
-                else:
-                    scores, _ = await asyncio.to_thread(searcher.doc_ranking, text, vec, mode)
-                    if mode == "bm25":
-                        bm25_cache[qid] = scores
-                    if mode == "hybrid":
-                        detail = f"hybrid {settings.serving.fusion}, alpha {settings.serving.hybrid_alpha}"
-                run[qid] = ranked(scores)[:100]
+            lat: dict[str, list[float]] = {"retrieval": [], "rerank": []}
+            fallbacks = 0
+            for i, qid in enumerate(qids):
+                ev = path.event(tenant, qid, ds.queries[qid], request_class, top_k)
+                passages, ms, reason = await asyncio.to_thread(path.ask, ev)
+                run[qid] = document_ranking(passages)[:100]
+                for k, v in ms.items():
+                    lat[k].append(v)
+                fallbacks += reason is not None
                 if progress and (i + 1) % 25 == 0:
                     progress(mode, i + 1, len(qids))
             s = summarize(run, qrels)
@@ -385,7 +326,9 @@ async def evaluate_beir(
                 s["empty_result_rate"],
                 int(s["queries"]),
                 time.monotonic() - t0,
-                detail,
+                f"{config.describe()} ({request_class}, top_k {top_k})",
+                latency_ms={k: _percentiles(v) for k, v in lat.items()},
+                fallbacks=fallbacks,
             )
     finally:
         client.close()
@@ -397,6 +340,14 @@ async def evaluate_beir(
         modes=results,
         published=published_figures(Path(directory)),
     )
+
+
+def _percentiles(xs: Sequence[float]) -> dict[str, float]:
+    from ragstream.core.stats import percentile
+
+    if not xs:
+        return {}
+    return {"p50": round(percentile(xs, 50), 1), "p95": round(percentile(xs, 95), 1)}
 
 
 def published_figures(directory: Path) -> list[dict[str, str]]:

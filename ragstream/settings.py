@@ -224,7 +224,13 @@ class ServingSettings(BaseModel):
     hybrid_alpha: float = 0.5
     fusion: str = "relative_score"  # relative_score | ranked
     candidate_k: int = 40
-    rerank: str = "none"  # none | cross-encoder:<model id or path> | http:<url>
+    # First stage: "hybrid" (the store's hybrid search) or "fusion" (z-fusion of BM25, dense and dense after
+    # Rocchio feedback from the top `feedback_docs` documents, ranked by document; ragstream.core.fuse).
+    first_stage: str = "hybrid"
+    fusion_depth: int = 300  # chunks fetched per signal in the fusion first stage
+    feedback_docs: int = 3
+    feedback_beta: float = 0.5
+    rerank: str = "none"  # none | lexical | cross-encoder:<model id or path> | http:<url>
     rerank_candidates_interactive: int = 20
     rerank_candidates_batch: int = 50
     rerank_budget_ms_interactive: int = 1500
@@ -246,6 +252,9 @@ class LLMSettings(BaseModel):
     api_key: SecretStr = SecretStr("")
     temperature: float = 0.0
     timeout_s: float = 120.0
+    # How prompt tokens are counted: auto (the local server's GGUF) | gguf:<path> | json:<tokenizer.json> |
+    # approx (3.5 characters per token, the fallback, counted on a warning metric).
+    tokenizer: str = "auto"
     # The local model server (`ragstream stack up`): which packaged GGUF to serve.
     local_model: str = "qwen2.5-1.5b"  # qwen2.5-1.5b | qwen2.5-0.5b | smollm2-135m | none
     local_port: int = 18090

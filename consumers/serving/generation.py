@@ -37,7 +37,7 @@ from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, Qu
 from schemas.topics import ANSWERS, CONSUMERS
 
 SPEC = CONSUMERS["generation"]
-NEEDS: tuple[Need, ...] = ("store", "llm", "send", "router")
+NEEDS: tuple[Need, ...] = ("store", "llm", "send", "router", "count_tokens")
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream.generation")
 PROMPT_TOKENS = Histogram(
@@ -263,6 +263,7 @@ def component(deps: Deps) -> Generator:
         required(deps.store, "store") if deps.second_check else None,
         required(deps.llm, "llm"),
         deps.settings.serving,
+        count_tokens=deps.count_tokens or approx_tokens,
         on_prompt=deps.on_prompt,
         router=deps.router,
     )

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from ragstream.core.fuse import Candidate
 from ragstream.ports import Reranker
 from ragstream.runtime.deps import Deps, Need, required
 from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
 from ragstream.telemetry import within
 from schemas.envelope import utcnow
-from schemas.serving import QueryReranked, QueryRetrieved
+from schemas.serving import Passage, QueryReranked, QueryRetrieved
 from schemas.topics import CONSUMERS
 
 SPEC = CONSUMERS["rerank"]
@@ -62,7 +63,7 @@ class RerankStage:
             ordered = candidates
             FALLBACKS.labels(q.request_class).inc()
         else:
-            scores = self.reranker.score(ev.rewritten, [p.text for p in candidates])
+            scores = self._score(ev.rewritten, candidates)
             elapsed = (time.perf_counter() - t0) * 1000
             LATENCY.labels(self.reranker.name).observe(elapsed / 1000)
             self.ms_per_candidate = 0.8 * self.ms_per_candidate + 0.2 * elapsed / max(1, len(candidates))
@@ -86,6 +87,15 @@ class RerankStage:
             fallback_reason=reason,
             timings_ms={**ev.timings_ms, "rerank": (time.perf_counter() - t0) * 1000},
         )
+
+    def _score(self, query: str, candidates: list[Passage]) -> list[float]:
+        """A reranker that fuses with the first stage (`lexical`) gets each passage's document, retrieval
+        score and cosine; the others score the texts alone."""
+        with_signals = getattr(self.reranker, "score_candidates", None)
+        if with_signals is None:
+            return self.reranker.score(query, [p.text for p in candidates])
+        cands = [Candidate(p.document_id, p.text, p.score, p.relevance, p.title) for p in candidates]
+        return list(with_signals(query, cands))
 
 
 def component(deps: Deps) -> RerankStage:

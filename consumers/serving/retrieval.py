@@ -13,11 +13,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.core.acl import caller_terms
+from ragstream.core.fuse import doc_scores, feedback_docs, first_stage, rocchio
 from ragstream.core.rewrite import normalize_query
 from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
@@ -87,6 +89,59 @@ class Retriever:
             out.update({(gen, d): st for d, st in store.get_states(tenant, docs).items()})
         return out
 
+    def _fused(
+        self,
+        store: ChunkStore,
+        tenant: str,
+        text: str,
+        vector: list[float],
+        acl: AccessFilter | None,
+        filters: dict[str, str],
+        limit: int,
+    ) -> tuple[list[SearchHit], set[str]]:
+        """The fusion first stage: BM25, dense, and dense after Rocchio feedback, z-fused per document
+        (ragstream.core.fuse), each chunk scored as its document; also the chunk ids BM25 matched.
+        Three searches, each with the ACL filter inside."""
+        depth = max(limit, self.cfg.fusion_depth)
+        bm_hits = store.search(tenant, text, vector, limit=depth, acl=acl, filters=filters, mode="bm25")
+        dn_hits = store.search(
+            tenant, "", vector, limit=depth, acl=acl, filters=filters, mode="dense", with_vectors=True
+        )
+        bm25 = doc_scores((h.properties["document_id"], h.score) for h in bm_hits)
+        dense = doc_scores((h.properties["document_id"], h.score) for h in dn_hits)
+        best: dict[str, tuple[float, ...]] = {}
+        for h in dn_hits:  # best first: the first vector seen per document is its best chunk's
+            if h.vector is not None:
+                best.setdefault(h.properties["document_id"], h.vector)
+        fb = [best[d] for d in feedback_docs(bm25, dense, self.cfg.feedback_docs) if d in best]
+        q = np.asarray(vector, dtype=np.float32)
+        moved = rocchio(q, np.asarray(fb, dtype=np.float32), self.cfg.feedback_beta) if fb else q
+        prf_hits = store.search(
+            tenant, "", moved.tolist(), limit=depth, acl=acl, filters=filters, mode="dense"
+        )
+        prf = doc_scores((h.properties["document_id"], h.score) for h in prf_hits)
+        fused = first_stage(bm25, dense, prf)
+        chunks: dict[str, SearchHit] = {}
+        for h in (*dn_hits, *prf_hits, *bm_hits):
+            chunks.setdefault(h.chunk_id, h)
+        cos = {h.chunk_id: h.relevance if h.relevance is not None else h.score for h in dn_hits}
+
+        def key(h: SearchHit) -> tuple[float, float, str]:
+            return (-fused[h.properties["document_id"]], -cos.get(h.chunk_id, -1.0), h.chunk_id)
+
+        ordered = sorted(chunks.values(), key=key)[:limit]
+        out = [
+            h.model_copy(
+                update={
+                    "score": fused[h.properties["document_id"]],
+                    "relevance": cos.get(h.chunk_id, h.relevance),
+                    "vector": None,
+                }
+            )
+            for h in ordered
+        ]
+        return out, {h.chunk_id for h in bm_hits}
+
     def retrieve(self, ev: QueryRequested) -> QueryRetrieved:
         q = ev.query
         t0 = time.perf_counter()
@@ -100,17 +155,22 @@ class Retriever:
             timings["embed"] = (time.perf_counter() - t0) * 1000
             principals, groups = caller_terms(q.caller)
             limit = max(q.top_k, self.cfg.candidate_k)
-            hits = route.store.search(
-                ev.tenant_id,
-                text,
-                vector,
-                limit=limit,
-                acl=AccessFilter(tuple(principals), tuple(groups)) if self.acl_in_search else None,
-                filters=q.filters,
-                mode=q.mode,
-                alpha=self.cfg.hybrid_alpha,
-                fusion=self.cfg.fusion,
-            )
+            acl = AccessFilter(tuple(principals), tuple(groups)) if self.acl_in_search else None
+            lexical: set[str] = set()
+            if self.cfg.first_stage == "fusion" and vector is not None and q.mode == "hybrid":
+                hits, lexical = self._fused(route.store, ev.tenant_id, text, vector, acl, q.filters, limit)
+            else:
+                hits = route.store.search(
+                    ev.tenant_id,
+                    text,
+                    vector,
+                    limit=limit,
+                    acl=acl,
+                    filters=q.filters,
+                    mode=q.mode,
+                    alpha=self.cfg.hybrid_alpha,
+                    fusion=self.cfg.fusion,
+                )
             timings["search"] = (time.perf_counter() - t0) * 1000 - timings["embed"]
             if hits:
                 served = hits[0].properties.get("generation") or served
@@ -120,7 +180,10 @@ class Retriever:
                 state = states.get((p.get("generation") or route.generation, p["document_id"]))
                 if state is None or state.live_version != p.get("source_version"):
                     continue  # a version being replaced or removed: readers see only the live one
-                if h.relevance is not None and h.relevance < self.cfg.min_relevance:
+                # Dropped only when neither the embedding nor the words support it: a chunk with a BM25
+                # match survives a low cosine (short keyword queries embed far from any passage).
+                low = h.relevance is not None and h.relevance < self.cfg.min_relevance
+                if low and h.chunk_id not in lexical:
                     continue
                 passages.append(
                     Passage(
@@ -135,6 +198,7 @@ class Retriever:
                         acl_groups=tuple(p.get("acl_groups") or ()),
                         generation=p.get("generation") or route.generation,
                         score=h.score,
+                        relevance=h.relevance,
                         retrieval_rank=len(passages) + 1,
                     )
                 )

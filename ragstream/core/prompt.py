@@ -185,7 +185,8 @@ def assemble(
             decisions.append(PromptDecision(p.chunk_id, False, "duplicate"))
             continue
         block = _format_passage(len(included) + 1, p)
-        n = count(block)
+        # The separator is counted with the block it precedes, so the context as joined fits the budget.
+        n = count("\n\n" + block if included else block)
         if used + n > budget_tokens:
             decisions.append(PromptDecision(p.chunk_id, False, "budget", n))
             continue

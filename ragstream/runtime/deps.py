@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ragstream.core.chunk import ChunkingPolicy
+from ragstream.core.prompt import TokenCounter
 from ragstream.core.tokenizer import Tokenizer
 from ragstream.ports import ChatModel, ChunkStore, Embedder, Reranker
 from ragstream.runtime.worker import Outbound
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 
 Send = Callable[[Sequence[Outbound]], Awaitable[None]]
 PromptHook = Callable[[str, list[dict[str, str]]], None]
-Need = Literal["store", "router", "embedder", "tokenizer", "policy", "reranker", "llm", "send"]
+Need = Literal[
+    "store", "router", "embedder", "tokenizer", "policy", "reranker", "llm", "send", "count_tokens"
+]
 T = TypeVar("T")
 
 
@@ -40,6 +43,8 @@ class Deps:
     policy: ChunkingPolicy | None = None
     reranker: Reranker | None = None
     llm: ChatModel | None = None
+    # Prompt tokens counted with the serving model's tokenizer (ragstream.adapters.prompt_tokens).
+    count_tokens: TokenCounter | None = None
     # Outputs sent before the handler returns (a token stream); the worker's producer, unacknowledged.
     send: Send | None = None
     # Tests capture the exact messages the model received (to prove nothing unauthorized got there).
