@@ -1,0 +1,201 @@
+"""The OpenAI-compatible API and the MCP endpoint on an in-memory bus (no Kafka): shapes, identity from the
+credential only, failures reported as a code and a correlation id (never a stage's internal text)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import SecretStr
+
+from gateway.app import create_app
+from gateway.hub import AnswerHub
+from gateway.openai_api import annotations
+from gateway.server import serve_in_process
+from ragstream.settings import AuthSettings, Settings
+from schemas.serving import AnswerDelta, Citation, QueryAnswered, QueryFailed, QueryRequested
+
+pytestmark = pytest.mark.component
+KEY = f"k-{secrets.token_urlsafe(16)}"
+INTERNAL = "weaviate exploded at 10.0.0.7:8080 with secret sauce"
+S = Settings(
+    auth=AuthSettings(
+        jwt_secret=SecretStr(secrets.token_urlsafe(48)),
+        api_keys={KEY: {"tenant": "acme", "subject": "svc", "groups": ["ops"]}},
+    )
+)
+CITE = Citation(
+    citation_id="1", document_id="hand book.md", chunk_id="c-1", source_version="v3", title="Handbook"
+)
+
+
+class Pub:
+    """Answers every query on the in-memory hub: deltas then a final (a failure when the question says so)."""
+
+    def __init__(self, hub: AnswerHub) -> None:
+        self.hub = hub
+        self.events: list[QueryRequested] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, event: QueryRequested) -> None:
+        self.events.append(event)
+        asyncio.get_running_loop().call_later(0.05, self._answer, event)
+
+    def _answer(self, ev: QueryRequested) -> None:
+        q = ev.query
+        base: dict[str, Any] = {"tenant_id": ev.tenant_id, "correlation_id": ev.correlation_id}
+        if "fail" in q.question:
+            self.hub.dispatch(
+                QueryFailed(
+                    **base, query_id=q.query_id, subject=q.caller.subject, stage="retrieval", reason=INTERNAL
+                )
+            )
+            return
+        for seq, text in enumerate(("It opens ", "at eight [1].")):
+            self.hub.dispatch(AnswerDelta(**base, query_id=q.query_id, seq=seq, text=text))
+        self.hub.dispatch(
+            QueryAnswered(
+                **base,
+                query_id=q.query_id,
+                subject=q.caller.subject,
+                answer="It opens at eight [1].",
+                citations=(CITE,),
+                prompt_tokens=42,
+                completion_tokens=7,
+                context_chunk_ids=("c-1", "c-2"),
+            )
+        )
+
+
+class NoLag:
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def lag(self) -> int:
+        return 0
+
+
+@dataclass
+class Env:
+    url: str
+    pub: Pub
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[Env]:
+    hub = AnswerHub()
+    pub = Pub(hub)
+    async with serve_in_process(create_app(S, publisher=pub, hub=hub, lag_probe=NoLag())) as url:
+        yield Env(url, pub)
+
+
+def _client(env: Env, key: str = KEY) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{env.url}/v1", api_key=key, max_retries=0)
+
+
+def test_annotation_indices_span_the_marker() -> None:
+    (a,) = annotations("It opens at eight [1].", [CITE])
+    assert a["url_citation"]["start_index"] == 18 and a["url_citation"]["end_index"] == 21
+    assert a["url_citation"]["url"] == "ragstream://documents/hand%20book.md?version=v3&chunk=c-1"
+    assert annotations("no marker", [CITE])[0]["url_citation"]["start_index"] == len("no marker")
+
+
+async def test_completion_shape_and_identity_from_the_key(env: Env) -> None:
+    async with _client(env) as c:
+        r = await c.chat.completions.create(
+            model="ragstream:batch",
+            messages=[{"role": "user", "content": "When?"}],
+            extra_body={"tenant": "globex", "user": "mallory", "groups": ["admin"]},
+        )
+    ev = env.pub.events[-1]
+    assert (
+        ev.tenant_id == "acme" and ev.query.caller.subject == "svc" and "admin" not in ev.query.caller.groups
+    )
+    assert ev.query.request_class == "batch" and ev.query.question == "When?"
+    assert r.choices[0].message.content == "It opens at eight [1]."
+    assert r.usage is not None and (
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        r.usage.total_tokens,
+    ) == (
+        42,
+        7,
+        49,
+    )
+    assert (r.model_extra or {})["citations"] == [
+        {
+            "citation_id": "1",
+            "document_id": "hand book.md",
+            "title": "Handbook",
+            "source_version": "v3",
+            "chunk_id": "c-1",
+        }
+    ]
+
+
+async def test_stream_failure_is_a_code_and_correlation_id_only(env: Env) -> None:
+    async with _client(env) as c:
+        stream = await c.chat.completions.create(
+            model="ragstream", messages=[{"role": "user", "content": "please fail"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as info:
+            async for _ in stream:
+                pass
+    body = info.value.body
+    assert isinstance(body, dict) and body["code"] == "query_failed" and body["correlation_id"]
+    assert INTERNAL not in str(body) and "weaviate" not in str(info.value)
+
+
+async def test_blocking_failure_is_502_in_openai_shape(env: Env) -> None:
+    async with _client(env) as c:
+        with pytest.raises(openai.InternalServerError) as info:
+            await c.chat.completions.create(
+                model="ragstream", messages=[{"role": "user", "content": "fail now"}]
+            )
+    assert info.value.status_code == 502 and info.value.body["code"] == "query_failed"  # type: ignore[index]
+    assert INTERNAL not in info.value.response.text
+
+
+async def test_messages_without_a_user_turn_are_refused(env: Env) -> None:
+    async with _client(env) as c:
+        with pytest.raises(openai.BadRequestError):
+            await c.chat.completions.create(model="ragstream", messages=[{"role": "system", "content": "hi"}])
+    async with httpx.AsyncClient(base_url=env.url) as h:
+        r = await h.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "q"}] * 65},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+    assert r.status_code == 422 and r.json()["error"]["param"] == "messages"
+
+
+async def test_mcp_tools_and_failures(env: Env) -> None:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"})
+    async with Client(streamable_http_client(f"{env.url}/mcp", http_client=http)) as client:
+        search = await client.call_tool("search", {"query": "When?"})
+        failed = await client.call_tool("ask", {"question": "please fail"})
+    data = search.structured_content
+    assert isinstance(data, dict)
+    (p,) = data["passages"]
+    assert p["snippet"] == "It opens at eight" and p["chunk_id"] == "c-1"
+    assert data["context_chunk_ids"] == ["c-1", "c-2"]
+    assert env.pub.events[-1].tenant_id == "acme"
+    assert (
+        failed.is_error
+        and "query_failed" in failed.content[0].text
+        and "correlation_id" in failed.content[0].text
+    )
+    assert INTERNAL not in failed.content[0].text
