@@ -34,6 +34,8 @@ from schemas.serving import Caller, QueryRequested, QuerySpec
 from schemas.topics import CONSUMERS, INGESTION, QUERIES_REQUESTED, SERVING
 
 PipelineMode = Literal["auto", "local", "external"]
+# The gateway's client surfaces: its native API, the OpenAI-compatible API and the MCP tools.
+Surface = Literal["native", "openai", "mcp"]
 ALL = (*INGESTION, *SERVING)
 
 
@@ -167,11 +169,17 @@ async def ask(
 
 class GatewayAsker:
     """Queries over HTTP through the gateway, as a caller with a minted token; an in-process gateway on a
-    free port unless `url` names a running one. Events are still followed (by query id) for retrieval."""
+    free port unless `url` names a running one. Events are still followed (by query id) for retrieval.
 
-    def __init__(self, settings: Settings, url: str | None = None) -> None:
+    `surface`: `native` (POST /v1/queries, then its SSE stream), `openai` (POST /v1/chat/completions with
+    stream true; the query id is the completion id's) or `mcp` (the `ask` tool, then `search`, over
+    streamable HTTP at /mcp with the SDK's client). What the caller receives on that surface (text,
+    citations, annotations, passages and snippets) is returned for the leak check."""
+
+    def __init__(self, settings: Settings, url: str | None = None, surface: Surface = "native") -> None:
         self.settings = settings
         self.url = url
+        self.surface = surface
         self._stack = contextlib.AsyncExitStack()
         self._tokens: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
@@ -201,7 +209,13 @@ class GatewayAsker:
         from gateway.client import GatewayClient
 
         assert self.url is not None
-        client = GatewayClient(self.url, self.token(tenant, subject, groups), timeout_s=600.0)
+        token = self.token(tenant, subject, groups)
+        request_class = str(options.get("request_class", "interactive"))
+        if self.surface == "openai":
+            return await _submit_openai(self.url, token, question, request_class)
+        if self.surface == "mcp":
+            return await _submit_mcp(self.url, token, question, request_class)
+        client = GatewayClient(self.url, token, timeout_s=600.0)
         accepted = await client.submit(question, **options)
         qid = accepted["query_id"]
 
@@ -220,6 +234,112 @@ class GatewayAsker:
             return {"event": event, **final}
 
         return qid, asyncio.create_task(follow())
+
+
+async def _submit_openai(
+    url: str, token: str, question: str, request_class: str
+) -> tuple[str, asyncio.Task[dict[str, Any]]]:
+    """A streamed chat completion: the first chunk names the query; the task reads the rest."""
+    import json
+    from urllib.parse import unquote, urlparse
+
+    import httpx
+
+    from gateway.client import GatewayError, parse_sse
+
+    http = httpx.AsyncClient(base_url=url, timeout=600.0, headers={"Authorization": f"Bearer {token}"})
+    body = {
+        "model": f"ragstream:{request_class}",
+        "stream": True,
+        "messages": [{"role": "user", "content": question}],
+    }
+    stream = http.stream("POST", "/v1/chat/completions", json=body)
+    try:
+        resp = await stream.__aenter__()
+        if resp.status_code >= 400:
+            await resp.aread()
+            raise GatewayError(resp.status_code, resp.text[:500])
+        events = aiter(parse_sse(resp.aiter_lines()))
+        first = json.loads((await anext(events)).data)
+    except BaseException:
+        await stream.__aexit__(None, None, None)
+        await http.aclose()
+        raise
+    qid = str(first["id"]).removeprefix("chatcmpl-")
+
+    async def follow() -> dict[str, Any]:
+        text: list[str] = []
+        final: dict[str, Any] = {}
+        try:
+            async for ev in events:
+                if ev.data.startswith("[DONE]"):
+                    break
+                data = json.loads(ev.data)
+                if data.get("error"):
+                    return {"event": "error", **data["error"]}
+                choice = (data.get("choices") or [{}])[0]
+                delta = choice.get("delta") or {}
+                text.append(delta.get("content") or "")
+                if choice.get("finish_reason"):
+                    final = data
+        finally:
+            await stream.__aexit__(None, None, None)
+            await http.aclose()
+        extra = final.get("ragstream") or {}
+        notes = (final.get("choices") or [{}])[0].get("delta", {}).get("annotations") or []
+        cited = list(final.get("citations") or [])
+        for a in notes:  # what an OpenAI client keeps: the annotation's URL (document id) and title
+            u = a.get("url_citation") or {}
+            cited.append(
+                {
+                    "document_id": unquote(urlparse(u.get("url", "")).path.lstrip("/")),
+                    "title": u.get("title", ""),
+                }
+            )
+        return {
+            "event": "answer" if final else "error",
+            "answer": "".join(text) + "\n" + str(extra.get("answer", "")),
+            "citations": cited,
+        }
+
+    return qid, asyncio.create_task(follow())
+
+
+async def _submit_mcp(
+    url: str, token: str, question: str, request_class: str
+) -> tuple[str, asyncio.Task[dict[str, Any]]]:
+    """The MCP `ask` tool (its query id names the events), then `search` with the same question; both
+    results are what the caller received."""
+    import json
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    def data(result: Any) -> dict[str, Any]:
+        if result.is_error:
+            text = result.content[0].text if result.content else "tool error"
+            raise RuntimeError(f"mcp tool error: {text[:300]}")
+        d = result.structured_content
+        if isinstance(d, dict) and set(d) == {"result"}:
+            d = d["result"]
+        return d if isinstance(d, dict) else json.loads(result.content[0].text)
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(600.0))
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+        asked = data(await client.call_tool("ask", {"question": question, "request_class": request_class}))
+        found = data(await client.call_tool("search", {"query": question}))
+    passages = list(found.get("passages") or [])
+    seen = {
+        "event": "answer",
+        "answer": "\n".join([str(asked.get("answer", "")), *(str(p.get("snippet", "")) for p in passages)]),
+        "citations": [*(asked.get("citations") or []), *passages],
+    }
+
+    async def done() -> dict[str, Any]:
+        return seen
+
+    return str(asked["query_id"]), asyncio.create_task(done())
 
 
 async def serving_is_deployed(settings: Settings, timeout_s: float = 5.0) -> bool:

@@ -35,6 +35,7 @@ from evals.asking import (
     PipelineMode,
     PromptCapture,
     SourceDoc,
+    Surface,
     ask,
     publish_and_wait,
     serving_pipeline,
@@ -48,6 +49,16 @@ from schemas.ingestion import Acl
 from schemas.serving import Caller
 
 Phase = Literal["before", "after"]
+Via = Literal["events", "gateway", "openai", "mcp", "all"]
+# Which gateway surfaces each `via` asks through (events: none, straight onto the requests topic).
+VIA_SURFACES: dict[str, tuple[str, ...]] = {
+    "events": (),
+    "gateway": ("gateway",),
+    "openai": ("openai",),
+    "mcp": ("mcp",),
+    "all": ("gateway", "openai", "mcp"),
+}
+SURFACE_OF: dict[str, Surface] = {"gateway": "native", "openai": "openai", "mcp": "mcp"}
 ProbeKind = Literal["direct", "cross-group", "cross-tenant", "private", "injection", "revoked", "control"]
 GROUPS = ("finance", "hr")
 REVOKED_GROUP, REVOKED_TO = "legal", "board"
@@ -95,6 +106,7 @@ class ProbeResult:
     control_ok: bool | None = None
     error: str | None = None
     latency_ms: float = 0.0
+    via: str = ""  # the surface the probe asked through (events, gateway, openai, mcp)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,7 +126,7 @@ class LeakReport:
 
     @property
     def leaks(self) -> list[dict[str, str]]:
-        return [{"probe": r.probe.id, **leak} for r in self.results for leak in r.leaks]
+        return [{"probe": r.probe.id, "via": r.via, **leak} for r in self.results for leak in r.leaks]
 
     @property
     def breaches(self) -> list[dict[str, str]]:
@@ -126,7 +138,7 @@ class LeakReport:
 
     @property
     def errors(self) -> list[str]:
-        return [f"{r.probe.id}: {r.error}" for r in self.results if r.error]
+        return [f"{r.probe.id} ({r.via}): {r.error}" for r in self.results if r.error]
 
     @property
     def passed(self) -> bool:
@@ -155,6 +167,13 @@ class LeakReport:
             "prompt_captured": self.prompt_captured,
             "via": self.via,
             "by_kind": {k: {"probes": n, "leaking": leak_kinds.get(k, 0)} for k, n in sorted(kinds.items())},
+            "by_via": {
+                v: {
+                    "probes": sum(1 for r in self.results if r.via == v),
+                    "leaking": sum(1 for r in self.results if r.via == v and r.leaks),
+                }
+                for v in dict.fromkeys(r.via for r in self.results)
+            },
             "elapsed_s": round(self.elapsed_s, 2),
         }
 
@@ -431,14 +450,16 @@ async def run_leaks(
     generation: str | None = None,
     timeout_s: float = 120.0,
     progress: Any = None,
-    via: Literal["events", "gateway"] = "events",
+    via: Via = "events",
     gateway_url: str | None = None,
     request_class: Literal["interactive", "batch"] = "batch",
 ) -> LeakReport:
     """Publish the canary corpus, run every probe (revocation in between), and check every surface.
 
     via: `events` publishes QueryRequested like the gateway does; `gateway` asks over HTTP with a minted
-    token per caller (an in-process gateway unless `gateway_url`), and what it returns is checked too.
+    token per caller (an in-process gateway unless `gateway_url`), and what it returns is checked too;
+    `openai` asks through POST /v1/chat/completions (streamed), `mcp` through the MCP tools `ask` and
+    `search`; `all` asks every probe through each of gateway, openai and mcp (one result per surface).
     progress: an optional callable (done, total, probe id) -> None.
     """
     from ragstream.runtime.queries import QueryClient
@@ -467,29 +488,44 @@ async def run_leaks(
         await publish_and_wait(settings, sources, timeout_s=300)
         async with contextlib.AsyncExitStack() as stack:
             client = await stack.enter_async_context(QueryClient(settings))
-            gw = None
-            if via == "gateway":
-                gw = await stack.enter_async_context(GatewayAsker(settings, gateway_url))
+            askers: list[tuple[str, GatewayAsker | None]] = []
+            url = gateway_url
+            for name in VIA_SURFACES.get(via, ()):
+                gw = await stack.enter_async_context(GatewayAsker(settings, url, SURFACE_OF[name]))
+                url = gw.url  # one gateway (in process unless given) serves every surface
+                askers.append((name, gw))
+            askers = askers or [("events", None)]
+            total = len(probes) * len(askers)
             for phase in ("before", "after"):
                 if phase == "after":
                     await _revoke(settings, docs, timeout_s=60)
                 for p in (p for p in probes if p.phase == phase):
-                    asked = await ask(
-                        client,
-                        tenant=p.tenant,
-                        subject=p.user,
-                        groups=p.groups,
-                        question=p.question,
-                        generation=generation,
-                        timeout_s=timeout_s,
-                        gateway=gw,
-                        request_class=request_class,
-                    )
-                    prompt = cap.get(asked.query_id) if cap is not None else None
-                    results.append(check_probe(p, asked, prompt, docs))
-                    if progress is not None:
-                        progress(len(results), len(probes), p.id)
-                    await asyncio.sleep(0)
+                    for name, gw in askers:
+                        try:
+                            asked = await ask(
+                                client,
+                                tenant=p.tenant,
+                                subject=p.user,
+                                groups=p.groups,
+                                question=p.question,
+                                generation=generation,
+                                timeout_s=timeout_s,
+                                gateway=gw,
+                                request_class=request_class,
+                            )
+                        except Exception as exc:  # a refused request is an error of the run, not a pass
+                            err = f"{name}: {type(exc).__name__}: {str(exc)[:300]}"
+                            results.append(
+                                ProbeResult(p, "", len(forbidden_canaries(docs, p)), error=err, via=name)
+                            )
+                            continue
+                        prompt = cap.get(asked.query_id) if cap is not None else None
+                        result = check_probe(p, asked, prompt, docs)
+                        result.via = name
+                        results.append(result)
+                        if progress is not None:
+                            progress(len(results), total, p.id)
+                        await asyncio.sleep(0)
     return LeakReport(
         tenants=tenants,
         documents=len(docs),

@@ -65,3 +65,34 @@ async def test_suite_catches_the_leak_with_both_checks_off(isolated, embedder, m
     probes = {r.probe.id: r.probe for r in report.results}
     for leak in report.leaks:
         assert leak["document"].startswith(probes[leak["probe"]].tenant + "/"), leak
+
+
+async def test_leak_suite_passes_on_every_surface(isolated, embedder) -> None:
+    # Every probe through the native API, the OpenAI-compatible API (streamed) and the MCP tools.
+    report = await run_leaks(
+        isolated, pipeline="local", deps=_deps(isolated, embedder), launch=LocalPipeline, via="all"
+    )
+    s = report.summary()
+    assert report.passed, (report.leaks, report.controls_failed, report.errors)
+    assert s["leaks"] == 0 and s["filter_breaches"] == 0 and s["controls_failed"] == 0
+    assert s["controls"] == 30  # each canary reached by its owner on each of the three surfaces
+    assert set(s["by_via"]) == {"gateway", "openai", "mcp"}
+    assert len({v["probes"] for v in s["by_via"].values()}) == 1 and s["by_via"]["mcp"]["probes"] >= 30
+    print(f"leak suite, every surface: {s['probes']} probes in {s['elapsed_s']}s")
+
+
+async def test_suite_catches_the_leak_on_the_openai_and_mcp_surfaces(isolated, embedder, monkeypatch) -> None:
+    # Both checks off: the canaries reach what OpenAI and MCP clients receive, and the suite says so.
+    monkeypatch.setattr(generation, "passage_allowed", lambda _p, _c: True)
+    report = await run_leaks(
+        isolated,
+        pipeline="local",
+        deps=_deps(isolated, embedder, acl_in_search=False, second_check=False),
+        launch=LocalPipeline,
+        via="all",
+    )
+    s = report.summary()
+    assert not report.passed
+    assert s["by_via"]["openai"]["leaking"] > 0 and s["by_via"]["mcp"]["leaking"] > 0
+    caller_side = {(leak["via"], leak["surface"]) for leak in report.leaks}
+    assert ("openai", "answer") in caller_side and ("mcp", "answer") in caller_side
