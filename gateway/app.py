@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import mcp_server, metrics, openai_api
+from gateway import console, mcp_server, metrics, openai_api
 from gateway.backpressure import KafkaLagProbe, LagProbe
 from gateway.hub import AnswerHub, KafkaAnswerHub
 from gateway.middleware import BodyLimit, RequestMetrics
@@ -172,6 +172,7 @@ def create_app(
     app.include_router(ops)
     app.include_router(openai_api.openai_router)
     mcp = mcp_server.mount(app.router.routes, lambda: app.state.gateway)
+    console.mount(app)
     app.add_exception_handler(RejectedError, _rejected)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _unexpected)

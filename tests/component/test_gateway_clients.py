@@ -199,3 +199,90 @@ async def test_mcp_tools_and_failures(env: Env) -> None:
         and "correlation_id" in failed.content[0].text
     )
     assert INTERNAL not in failed.content[0].text
+
+
+async def test_console_is_served_without_any_outside_asset(env: Env) -> None:
+    async with httpx.AsyncClient(base_url=env.url, follow_redirects=True) as h:
+        page = await h.get("/console")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["referrer-policy"] == "no-referrer"
+        for asset in ("console.js", "console.css"):
+            r = await h.get(f"/console/{asset}")
+            assert r.status_code == 200
+            assert "http://" not in r.text and "https://" not in r.text and "//cdn" not in r.text
+        assert "http://" not in page.text and "https://" not in page.text
+        js = (await h.get("/console/console.js")).text
+        assert "/v1/chat/completions" in js and "innerHTML" not in js and "textContent" in js
+        assert (await h.get("/console/__init__.py")).status_code == 404
+
+
+# No Chromium on this machine: the console's script runs in node against the served gateway instead, with a
+# minimal stand-in for the few DOM calls it makes (getElementById, createElement, events, textContent).
+NODE_DRIVER = r"""
+const base = process.argv[2], token = process.argv[3], script = process.argv[4];
+const realFetch = globalThis.fetch;
+globalThis.fetch = (url, opts) => realFetch(base + url, opts);
+const els = {};
+function el(id) {
+  return els[id] ||= { id, hidden: false, textContent: "", value: "", children: [], handlers: {},
+    replaceChildren() { this.children = []; }, append(c) { this.children.push(c); },
+    addEventListener(t, f) { this.handlers[t] = f; } };
+}
+globalThis.document = { getElementById: el, createElement: () => el("li-" + Math.random()) };
+const store = {};
+globalThis.sessionStorage = { getItem: (k) => store[k] ?? null, setItem: (k, v) => { store[k] = v; },
+  removeItem: (k) => { delete store[k]; } };
+el("ask").hidden = true;  // as in index.html
+require(script);
+const ev = { preventDefault() {} };
+const until = async (f) => {
+  for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 25));
+};
+(async () => {
+  el("token").value = token;
+  el("signin-form").handlers.submit(ev);
+  await until(() => el("who").textContent || el("signin-error").textContent);
+  const signedIn = { who: el("who").textContent, error: el("signin-error").textContent };
+  el("question").value = "When does it open?";
+  el("request-class").value = "interactive";
+  el("ask-form").handlers.submit(ev);
+  await until(() => el("meta").textContent || el("ask-error").textContent);
+  console.log(JSON.stringify({ ...signedIn, answer: el("answer").textContent,
+    citations: el("citations").children.map((c) => c.textContent), meta: el("meta").textContent,
+    askError: el("ask-error").textContent }));
+})();
+"""
+
+
+async def _drive_console(env: Env, tmp_path: Any, key: str) -> dict[str, Any]:
+    import json
+    import shutil
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    driver = tmp_path / "drive.cjs"
+    driver.write_text(NODE_DRIVER)
+    script = tmp_path / "console.cjs"
+    script.write_text((Path(__file__).parents[2] / "gateway/console/static/console.js").read_text())
+    proc = await asyncio.create_subprocess_exec(
+        node, str(driver), env.url, key, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def test_console_script_signs_in_streams_and_cites(env: Env, tmp_path: Any) -> None:
+    seen = await _drive_console(env, tmp_path, KEY)
+    assert seen["who"] == "tenant acme" and not seen["error"] and not seen["askError"]
+    assert seen["answer"] == "It opens at eight [1]."
+    assert seen["citations"] == ["[1] Handbook - hand book.md @ v3 - chunk c-1"]
+    assert "42 prompt / 7 completion tokens" in seen["meta"]
+
+
+async def test_console_script_refuses_a_bad_token(env: Env, tmp_path: Any) -> None:
+    seen = await _drive_console(env, tmp_path, "not-a-key")
+    assert seen["error"].startswith("401 unauthorized") and "correlation" in seen["error"]
+    assert seen["who"] == "" and seen["answer"] == ""
