@@ -77,22 +77,48 @@ def _acc(hits: list[bool]) -> float:
     return sum(hits) / len(hits) if hits else 0.0
 
 
+VERIFIERS = ("lexical", "model", "combined")
+
+
+def judge_for(mode: str, scorer: GroundednessScorer, model: Any | None) -> Callable[[str, str, str], bool]:
+    """(answer, knowledge, question) -> grounded. `model`: the model verifier's verdict; `combined`: the
+    model's verdict when it gave one in time, the lexical scorer's otherwise (the fast path stays)."""
+
+    def lexical(answer: str, knowledge: str, question: str) -> bool:
+        return scorer.score(answer, [knowledge], question).grounded
+
+    if mode == "lexical":
+        return lexical
+    if model is None:
+        raise ValueError(f"verifier {mode!r} needs a model verifier")
+
+    def judged(answer: str, knowledge: str, question: str) -> bool:
+        v = model.verify(answer, [knowledge], question)
+        if v.judged or mode == "model":
+            return bool(v.supported)
+        return lexical(answer, knowledge, question)
+
+    return judged
+
+
 def run_halueval(
     path: str | Path,
     scorer: GroundednessScorer | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
+    verifier: str = "lexical",
+    model: Any | None = None,
 ) -> dict[str, Any]:
     """Judge every answer alone; return accuracy overall, per answer kind, per half, and throughput."""
     scorer = scorer or GroundednessScorer()
+    judge = judge_for(verifier, scorer, model)
     rows = load_rows(path, limit)
     right: list[bool] = []  # right answer judged grounded
     halluc: list[bool] = []  # hallucinated answer judged not grounded
     start = time.perf_counter()
     for i, row in enumerate(rows):
-        passages = [row.knowledge]
-        right.append(scorer.score(row.right_answer, passages, row.question).grounded)
-        halluc.append(not scorer.score(row.hallucinated_answer, passages, row.question).grounded)
+        right.append(judge(row.right_answer, row.knowledge, row.question))
+        halluc.append(not judge(row.hallucinated_answer, row.knowledge, row.question))
         if progress is not None:
             progress(i + 1, len(rows))
     seconds = time.perf_counter() - start
@@ -110,5 +136,7 @@ def run_halueval(
         "threshold": scorer.threshold,
         "embedder": scorer.embedder is not None,
         "seconds": round(seconds, 3),
-        "answers_per_s": round(answers / seconds, 1) if seconds > 0 else 0.0,
+        "answers_per_s": round(answers / seconds, 2) if seconds > 0 else 0.0,
+        "verifier": verifier,
+        "seconds_per_answer": round(seconds / answers, 3) if answers else 0.0,
     }

@@ -189,7 +189,23 @@ def resolve_thresholds(
     return merged
 
 
-def _observe(asked: Asked, capture: PromptCapture | None) -> Observed:
+def _served(asked: Asked, stage: Any) -> tuple[Any, ...] | None:
+    """The passages the rerank consumer hands on for this retrieval: the same component (a pure function
+    of its input, `consumers.serving.rerank.RerankStage`) applied to the retrieval event observed."""
+    if asked.retrieved is None or stage is None:
+        return None
+    return tuple(stage.rerank(asked.retrieved).passages)
+
+
+def rerank_stage(settings: Settings) -> Any:
+    """The served rerank stage of these settings (`serving.rerank`, per-class caps and budgets)."""
+    from consumers.serving.rerank import RerankStage
+    from ragstream.adapters.reranker import from_spec
+
+    return RerankStage(from_spec(settings.serving.rerank), settings.serving)
+
+
+def _observe(asked: Asked, capture: PromptCapture | None, stage: Any = None) -> Observed:
     final = asked.final
     answered = final is not None and final.type == "QueryAnswered"
     prompt = capture.get(asked.query_id) if capture is not None else None
@@ -212,6 +228,7 @@ def _observe(asked: Asked, capture: PromptCapture | None) -> Observed:
             if answered and "context_chunk_ids" in type(final).model_fields
             else None
         ),
+        served_passages=_served(asked, stage),
     )
 
 
@@ -336,6 +353,7 @@ async def _ask_all(
     records: list[dict[str, Any]] = []
     total = len(qset.questions)
 
+    stage = await asyncio.to_thread(rerank_stage, s)
     async with QueryClient(s) as client:
 
         async def one(q: Any) -> None:
@@ -352,7 +370,7 @@ async def _ask_all(
                     timeout_s=timeout_s,
                 )
             view = views.for_generation(answered_by(asked, generation))
-            rec = await asyncio.to_thread(score_question, q, _observe(asked, cap), view, scorer)
+            rec = await asyncio.to_thread(score_question, q, _observe(asked, cap, stage), view, scorer)
             rec["generation"] = answered_by(asked, generation)
             records.append(rec)
             if bar is not None:

@@ -112,13 +112,18 @@ class Observed:
     error: str | None = None
     # Chunk ids that entered the prompt, when the answer event carries them (no capture needed).
     context_chunk_ids: tuple[str, ...] | None = None
+    # The passages the rerank stage hands generation (the served ranking); None: retrieval order.
+    served_passages: tuple[Any, ...] | None = None
 
 
 def score_question(q: Question, obs: Observed, view: StoreView, scorer: GroundednessScorer) -> dict[str, Any]:
     """One question's record: retrieval, answer quality, authorization, latency, tokens."""
     caller = Caller(subject=q.user, groups=q.groups)
     passages = list(obs.passages)
-    ranked = dedup(p.document_id for p in passages)
+    # Ranking metrics score what a caller is served (after rerank), as the citations would name it;
+    # the authorization checks below keep the wider retrieval set.
+    served = list(obs.served_passages) if obs.served_passages is not None else passages
+    ranked = dedup(p.document_id for p in served)
     rec: dict[str, Any] = {
         "id": q.id,
         "question": q.question,

@@ -54,10 +54,20 @@ def halueval(
     embed: bool = typer.Option(False, "--embed", help="Let the packaged MiniLM vouch for paraphrased words"),
     threshold: float | None = typer.Option(None, min=0.0, max=1.0, help="Statement support threshold"),
     json_out: bool = typer.Option(False, "--json", help="Last stdout line: one JSON object"),
+    verifier: str = typer.Option("lexical", "--verifier", help="lexical | model | combined"),
 ) -> None:
     """Groundedness accuracy on HaluEval QA: every right and hallucinated answer judged alone."""
-    from evals.halueval import HaluEvalFormatError, run_halueval
+    from application.cli.common import settings
+    from evals.halueval import VERIFIERS, HaluEvalFormatError, run_halueval
 
+    if verifier not in VERIFIERS:
+        err.print(f"[red]--verifier must be one of {', '.join(VERIFIERS)}[/red]")
+        raise typer.Exit(2)
+    model = None
+    if verifier != "lexical":
+        from ragstream.adapters.verifier import ModelVerifier
+
+        model = ModelVerifier(settings().llm)
     scorer = _scorer(embed, threshold)
     columns = (TextColumn("halueval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as bar:
@@ -67,7 +77,9 @@ def halueval(
             bar.update(task, completed=done, total=total)
 
         try:
-            result = run_halueval(file, scorer=scorer, limit=limit, progress=tick)
+            result = run_halueval(
+                file, scorer=scorer, limit=limit, progress=tick, verifier=verifier, model=model
+            )
         except HaluEvalFormatError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
@@ -207,8 +219,13 @@ def beir_cmd(
     mode: str = typer.Option("all", "--mode", help="bm25 | dense | hybrid | rerank | all"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N judged queries"),
     json_out: bool = typer.Option(False, "--json", help="Last stdout line: one JSON object keyed by mode"),
+    top_k: int = typer.Option(
+        100, "--top-k", min=1, help="Passages each query asks for (the caller's top_k)"
+    ),
+    request_class: str = typer.Option("batch", "--request-class", help="interactive | batch"),
 ) -> None:
-    """Ingest a BEIR corpus through the pipeline (reused when indexed) and score retrieval per mode."""
+    """Ingest a BEIR corpus through the pipeline (reused when indexed) and score, per mode (a serving
+    configuration), the ranking the retrieval and rerank consumers serve."""
     import asyncio
 
     from application.cli.common import settings
@@ -236,7 +253,14 @@ def beir_cmd(
         try:
             report = asyncio.run(
                 evaluate_beir(
-                    settings(), directory, modes, progress=tick, limit_queries=limit, launch=_launcher()
+                    settings(),
+                    directory,
+                    modes,
+                    progress=tick,
+                    limit_queries=limit,
+                    launch=_launcher(),
+                    request_class=request_class,
+                    top_k=top_k,
                 )
             )
         except BeirFormatError as exc:
@@ -266,6 +290,42 @@ def beir_cmd(
         (err if json_out else console).print(pub)
     if json_out:
         emit_json(report.to_json())
+
+
+@app.command("beir-set")
+def beir_set_cmd(
+    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="BEIR directory"),
+    out: Path = typer.Argument(..., help="The question set to write (.jsonl)"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N judged queries"),
+    top_k: int = typer.Option(50, "--top-k", min=1, max=50),
+    request_class: str = typer.Option("batch", "--request-class", help="interactive | batch"),
+) -> None:
+    """Write a question set for `eval run` from a BEIR directory (graded expected_docs, corpus inline, in
+    the tenant `eval beir` indexes it into)."""
+    from application.cli.common import settings
+    from evals.beir_set import write_beir_set
+
+    n = write_beir_set(settings(), directory, out, limit=limit, top_k=top_k, request_class=request_class)
+    console.print(f"wrote {n} questions to {out}")
+
+
+@app.command("hardset")
+def hardset_cmd(
+    dev: Path = typer.Argument(..., exists=True, dir_okay=False, help="HaluEval QA dev rows (JSONL)"),
+    out: Path = typer.Argument(..., help="The hard set to write (JSONL, HaluEval's fields)"),
+    count: int = typer.Option(60, "--count", min=1),
+    start: int = typer.Option(1000, "--start", min=0, help="First dev row used"),
+) -> None:
+    """Build the hard groundedness set: right answers restated by the configured model, wrong answers
+    the restatement with a name or number swapped for another from the same passage."""
+    from application.cli.common import settings
+    from evals.hardset import build, write
+
+    def tick(done: int, total: int) -> None:
+        err.print(f"hardset {done}/{total}")
+
+    n = write(build(dev, settings().llm, start=start, count=count, progress=tick), out)
+    console.print(f"wrote {n} rows to {out}")
 
 
 @app.command("leaks")
