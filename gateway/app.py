@@ -177,6 +177,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, max_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(openai_api.OversizeShape)
     app.add_middleware(RequestMetrics)
     app.add_middleware(CorrelationId)
     return app

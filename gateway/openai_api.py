@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import AuthError, Principal
 from gateway.hub import QueryRecord
@@ -87,6 +88,45 @@ def invalid_response(exc: RequestValidationError, correlation_id: str) -> JSONRe
     msg = str(first.get("msg", ""))[:200]
     info = ErrorInfo.of("bad_request", correlation_id, f"invalid request: {msg}" if msg else None)
     return error_response(422, info, param=".".join(loc) or None)
+
+
+class OversizeShape:
+    """Wraps the body-size limit: its 413 on an OpenAI path is re-sent in OpenAI's error shape (with the
+    request's correlation id); every other response passes untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_openai_path(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def reshape(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                held = message  # decide on the body: the route's own 413 is already in OpenAI's shape
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            start, held = held, None
+            try:
+                ours = "error" in json.loads(message.get("body", b"") or b"{}")
+            except ValueError:
+                ours = False
+            if ours:
+                await send(start)
+                await send(message)
+                return
+            cid = scope.get("state", {}).get("correlation_id", "")
+            body = json.dumps(error_body(413, ErrorInfo.of("too_large", cid))).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, reshape)
 
 
 def openai_principal(

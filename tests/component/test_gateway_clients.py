@@ -286,3 +286,23 @@ async def test_console_script_refuses_a_bad_token(env: Env, tmp_path: Any) -> No
     seen = await _drive_console(env, tmp_path, "not-a-key")
     assert seen["error"].startswith("401 unauthorized") and "correlation" in seen["error"]
     assert seen["who"] == "" and seen["answer"] == ""
+
+
+async def test_oversized_bodies_are_413_in_openai_shape(env: Env) -> None:
+    auth = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=env.url) as h:
+        big = await h.post(
+            "/v1/chat/completions", content=b"x" * (S.serving.max_body_bytes + 1), headers=auth
+        )
+        long_q = await h.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "q" * (S.serving.max_question_chars + 1)}]},
+            headers=auth,
+        )
+        native = await h.post("/v1/queries", content=b"x" * (S.serving.max_body_bytes + 1), headers=auth)
+    for r in (big, long_q):
+        assert r.status_code == 413, r.text
+        err = r.json()["error"]
+        assert err["code"] == "too_large" and err["correlation_id"] == r.headers["X-Correlation-ID"]
+    assert "characters" in long_q.json()["error"]["message"]  # the route's own message is kept
+    assert native.status_code == 413 and "detail" in native.json()  # the native API's shape is unchanged
