@@ -337,7 +337,9 @@ def leaks_cmd(
     ),
     generation: str | None = typer.Option(None, "--generation", "-g"),
     timeout_s: float = typer.Option(120.0, "--timeout", min=1.0),
-    via: str = typer.Option("gateway", "--via", help="gateway (HTTP, minted tokens) | events"),
+    via: str = typer.Option(
+        "gateway", "--via", help="gateway (native HTTP) | openai | mcp | all (every client surface) | events"
+    ),
     gateway_url: str | None = typer.Option(
         None, "--gateway-url", help="A running gateway (default: in-process)"
     ),
@@ -361,8 +363,16 @@ def leaks_cmd(
         if stub:
             err.print(f"[yellow]no model server at {s.llm.base_url}; answering with the extractive stub[/]")
     deps = _deps(s, stub)
-    if pipeline not in ("auto", "local", "external") or via not in ("gateway", "events"):
-        err.print("[red]--pipeline must be auto, local or external; --via gateway or events[/red]")
+    if pipeline not in ("auto", "local", "external") or via not in (
+        "gateway",
+        "openai",
+        "mcp",
+        "all",
+        "events",
+    ):
+        err.print(
+            "[red]--pipeline must be auto, local or external; --via gateway, openai, mcp, all or events[/red]"
+        )
         raise typer.Exit(2)
     columns = (TextColumn("leaks {task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err, transient=True) as bar:
