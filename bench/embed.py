@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ragstream.adapters.embedding import INCOMPATIBLE_SUFFIX, cpu_flags
 
     data = load_data(args.data, args.passages, args.corpus_docs)
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), os.getloadavg()[0]
     auto = _spawn(args, "auto")
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         out = Path(tmp) / "vectors.npz"
@@ -291,6 +291,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "queries": len(data.query_ids),
         "latency_queries": min(args.latency_queries, len(data.query_ids)),
         "seconds": round(time.perf_counter() - t0, 1),
+        # Other processes on the host (1-minute load average, start and end): figures from a busy host are
+        # slower and noisier; the interleaving keeps the ratios comparable.
+        "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
 
 

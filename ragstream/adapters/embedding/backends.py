@@ -97,8 +97,8 @@ class OnnxBackend:
         feed = {name: features[name].numpy().astype(np.int64) for name in self.inputs}
         rows, seq = feed["input_ids"].shape
         # ONNX Runtime keeps every intermediate of the unfused graph in its arena: a 64 x 256 batch grew RSS
-        # by ~1.5 GB, a 16 x 256 one by ~0.4 GB at the same speed. Extra padding rows are masked out, so
-        # splitting the padded batch changes no vector.
+        # by ~1.5 GB, a 16 x 256 one by ~0.4 GB at the same speed. Padding is masked, so splitting the
+        # padded batch by rows changes no vector.
         step = max(1, MAX_TOKENS_PER_RUN // seq)
         parts = [
             self.session.run(None, {k: v[i : i + step] for k, v in feed.items()})[0]
