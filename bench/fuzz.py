@@ -588,17 +588,18 @@ def odd_items(valid: Valid, n: int, rng: random.Random) -> list[Item]:
     out: list[Item] = []
     for i in range(n):
         tenant = f"fuzznobody{i % 5}"
+        key = f"{tenant}/ghost-{i}".encode()  # keyed: the compacted topic refuses keyless records
         roll = i % 6
         if roll == 0:
             ev: Any = DocumentChanged(tenant_id=tenant, op="delete", document_id=f"ghost-{i}")
-            out.append(Item(SOURCE_CHANGES.name, _enc(ev), "valid:unknown_tenant_delete"))
+            out.append(Item(SOURCE_CHANGES.name, _enc(ev), "valid:unknown_tenant_delete", key=key))
         elif roll == 1:
             ev = AclChanged(tenant_id=tenant, document_id=f"ghost-{i}", acl=Acl(groups=("g",)))
             topic = rng.choice(INPUTS[:3])
-            out.append(Item(topic, _enc(ev), "valid:unknown_tenant_acl"))
+            out.append(Item(topic, _enc(ev), "valid:unknown_tenant_acl", key=key))
         elif roll == 2:
             ev = DocumentRemoved(tenant_id=tenant, document_id=f"ghost-{i}")
-            out.append(Item(rng.choice(INPUTS[1:3]), _enc(ev), "valid:unknown_tenant_removed"))
+            out.append(Item(rng.choice(INPUTS[1:3]), _enc(ev), "valid:unknown_tenant_removed", key=key))
         else:
             changes = [
                 {},
@@ -608,7 +609,8 @@ def odd_items(valid: Valid, n: int, rng: random.Random) -> list[Item]:
             spec = valid.spec(**changes)
             ev = QueryRequested(tenant_id=tenant if roll == 3 else GOOD_TENANT, query=spec)
             what = "unknown_tenant_query" if roll == 3 else ("past_deadline" if roll == 4 else "odd_top_k")
-            out.append(Item(QUERIES_REQUESTED.name, _enc(ev), f"valid:{what}", query_id=spec.query_id))
+            item = Item(QUERIES_REQUESTED.name, _enc(ev), f"valid:{what}", key=spec.query_id.encode())
+            out.append(replace(item, query_id=spec.query_id))
     return out
 
 
@@ -969,7 +971,7 @@ def details(
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=10_000, help="bad events (all input topics together)")
-    ap.add_argument("--good", type=int, default=None, help="good documents (default: events / 10)")
+    ap.add_argument("--good", type=int, default=None, help="good documents (default: events / 20)")
     ap.add_argument("--odd", type=int, default=None, help="valid unusual events (default: events / 50)")
     ap.add_argument("--rate", type=float, default=300.0, help="records sent per second")
     ap.add_argument("--settle-s", type=float, default=60.0)
@@ -978,7 +980,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--embedding-backend", default="torch-fp32", help="embedding.backend (auto probes)")
     ap.add_argument("--keep", action="store_true", help="keep the run's topics and collections")
     args = ap.parse_args(argv)
-    args.good = args.events // 10 if args.good is None else args.good
+    args.good = args.events // 20 if args.good is None else args.good
     args.odd = max(6, args.events // 50) if args.odd is None else args.odd
     return args
 

@@ -13,6 +13,7 @@ retried, never skipped.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from opentelemetry import context as otel_context
 
@@ -20,8 +21,10 @@ from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.indexing.indexer import Indexer, apply_batch
 from ragstream.runtime import metrics
 from ragstream.runtime.deps import Deps, Need, required
+from ragstream.runtime.errors import PermanentError
 from ragstream.runtime.worker import Handler, Inbound, Outbound, event_key
 from schemas.envelope import utcnow
+from schemas.ingestion import DocumentChunked
 from schemas.topics import CONSUMERS
 
 SPEC = CONSUMERS["embedder"]
@@ -41,6 +44,7 @@ def handler_for(indexer: Indexer) -> Handler:
     assert out_topic is not None
 
     async def handle(items: list[Inbound]) -> list[Outbound]:
+        refuse_malformed(items)
         try:
             receipts = await asyncio.to_thread(
                 apply_batch, indexer, [i.event for i in items], [i.context for i in items]
@@ -62,3 +66,21 @@ def handler_for(indexer: Indexer) -> Handler:
         ]
 
     return handle
+
+
+def refuse_malformed(items: list[Inbound]) -> None:
+    """Refuse a batch holding a record that can never be written before any of it is encoded: the worker
+    then isolates that record by halving the batch, and nothing is embedded twice (a chunk id that is not
+    a UUID used to fail at the write, after the whole batch had been encoded: bench.fuzz)."""
+    for item in items:
+        ev = item.event
+        if not isinstance(ev, DocumentChunked):
+            continue
+        for c in ev.chunks:
+            try:
+                uuid.UUID(c.chunk_id)
+            except ValueError:
+                raise PermanentError(
+                    "invalid_chunk_id",
+                    f"chunk id {c.chunk_id[:80]!r} of {ev.facts.document_id[:80]!r} is not a UUID",
+                ) from None

@@ -144,6 +144,10 @@ class Retriever:
 
     def retrieve(self, ev: QueryRequested) -> QueryRetrieved:
         q = ev.query
+        if q.top_k < 1:
+            # The caller's mistake (the gateway never sends one; another producer may): answered as a bad
+            # request, where Weaviate's refusal of the negative limit was a dead letter (bench.fuzz).
+            raise ValueError(f"top_k {q.top_k} is not positive")
         t0 = time.perf_counter()
         text = normalize_query(q.question, self.cfg.max_question_chars)
         passages: list[Passage] = []

@@ -47,7 +47,10 @@ def removed(event: DocumentChanged, producer: str) -> DocumentRemoved:
 
 def load_content(event: DocumentChanged, max_bytes: int, roots: Sequence[Path] = ()) -> bytes:
     """Inline bytes, or a `file://` URI confined to `roots` (settings.ingest.content_roots; none: refused)."""
-    inline = event.inline_content()
+    try:
+        inline = event.inline_content()
+    except ValueError as exc:  # binascii.Error: never decodable, so dead-lettered at once with a reason
+        raise PermanentError("invalid_content_b64", f"content_b64 is not base64: {exc}") from exc
     if inline is not None:
         return inline
     try:

@@ -334,11 +334,38 @@ class Worker:
         except Exception as exc:
             if self._stopping.is_set():
                 raise  # shutting down (clients closing): redeliver later, never dead-letter for it
-            log.warning("%s: batch of %d failed; handling records one by one", self.spec.name, len(items))
+            log.warning("%s: batch of %d failed; isolating the failing records", self.spec.name, len(items))
             # The batch already spent a transient budget: each record gets one more try, not a new one
             # (an outage must not cost the budget once per record).
-            exhausted = isinstance(exc, RetriesExhaustedError)
-        return await self._one_by_one(items, 1 if exhausted else self.cfg.retry_max_attempts)
+            if isinstance(exc, RetriesExhaustedError) or len(items) == 1:
+                exhausted = isinstance(exc, RetriesExhaustedError)
+                return await self._one_by_one(items, 1 if exhausted else self.cfg.retry_max_attempts)
+        return await self._bisect(items)
+
+    async def _bisect(self, items: list[Inbound]) -> tuple[list[Outbound], list[DeadLetter]]:
+        """A batch that failed for a record's own reason: retry its halves, in order, down to the records
+        that fail alone. One bad record then costs ~2·log2(batch) handler calls on large sub-batches,
+        not one call per record of its batch (each paying the handler's per-call cost: the embedder's
+        encode and store round trips; bench.fuzz found the embedder minutes behind)."""
+        outputs: list[Outbound] = []
+        dead: list[DeadLetter] = []
+        mid = len(items) // 2
+        for half in (items[:mid], items[mid:]):
+            try:
+                outputs.extend(await self._with_retries(half, self.cfg.retry_max_attempts))
+                continue
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                failure = exc
+            if isinstance(failure, RetriesExhaustedError) or len(half) == 1:
+                exhausted = isinstance(failure, RetriesExhaustedError)
+                more = await self._one_by_one(half, 1 if exhausted else self.cfg.retry_max_attempts)
+            else:
+                more = await self._bisect(half)
+            outputs.extend(more[0])
+            dead.extend(more[1])
+        return outputs, dead
 
     async def _one_by_one(
         self, items: list[Inbound], transient_attempts: int
