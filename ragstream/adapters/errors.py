@@ -45,11 +45,16 @@ _GRPC_NAME = re.compile(r"StatusCode\.([A-Z_]+)")
 _HTTP_STATUS = re.compile(r"status code:? (\d{3})", re.IGNORECASE)
 # Words of a server that could not do the work now (rather than refusing the request itself).
 # A node leaving or joining (a restart) has no replica to route to and closes its shards and indexes for a
-# moment; found by bench.chaos, where "no read replica found" during a Weaviate restart was dead-lettered.
+# moment; starting, it answers before its schema and indexes are loaded ("could not find class X in
+# schema", "tried to browse non-existing index"). Found by bench.chaos: each was dead-lettered as
+# weaviate_rejected during a Weaviate restart. A collection that is really gone then spends the retry
+# budget before its dead letter (retries_exhausted), or pauses the partition, by setting.
 _TRANSIENT_TEXT = re.compile(
     r"timeout|timed out|deadline|unavailable|connection|connect |refused|reset by peer|broken pipe|"
     r"not ready|read-only|readonly|too many|overload|shutting down|try again|temporar|"
-    r"shut ?down|no (?:read|write) replica|enough replicas|is closed",
+    r"shut ?down|no (?:read|write) replica|enough replicas|is closed|"
+    r"could not find class|non-existing index|(?:class|collection) \S+ not found|class not found|"
+    r"index for class \S+ not found|does not exist locally|shard does not exist",
     re.IGNORECASE,
 )
 # Errors raised by the adapters' client libraries (what a handler catches and translates).

@@ -60,6 +60,23 @@ def _weaviate_status(status: int) -> wexc.UnexpectedStatusCodeError:
         (wexc.WeaviateQueryError("object search at index x: no read replica found.", "GRPC"), "transient"),
         (wexc.WeaviateBatchError("weaviate rejected 3 chunk writes: no write replica found"), "transient"),
         (wexc.WeaviateBatchError("weaviate rejected 1 chunk writes: shard shutdown"), "transient"),
+        # ... and starting, before its schema and indexes are loaded.
+        (
+            wexc.WeaviateQueryError("search failed: could not find class RagDocs_g1 in schema.", "GRPC"),
+            "transient",
+        ),
+        (
+            wexc.WeaviateQueryError("search: tried to browse non-existing index for RagChunks_g1", "GRPC"),
+            "transient",
+        ),
+        (
+            wexc.WeaviateBatchError('weaviate rejected 2 chunk writes: class "RagChunks_g1" not found'),
+            "transient",
+        ),
+        (
+            wexc.WeaviateQueryError("no such prop with name 'x' found in class 'RagChunks_g1'", "GRPC"),
+            "permanent",
+        ),
         (_http(400), "permanent"),
         (_http(408), "transient"),
         (_http(429), "transient"),
