@@ -29,7 +29,8 @@ from ragstream.runtime.deps import Deps
 class _NoProducer:  # nothing is sent while building
     def send_many(self, *a, **k): raise AssertionError("no sends while building")
 
-s = Settings().model_copy(update={{"serving": Settings().serving.model_copy(update={{"rerank": {rerank!r}}})}})
+base = Settings()
+s = base.model_copy(update={{"serving": base.serving.model_copy(update={{"rerank": {rerank!r}}})}})
 wired = wire({name!r}, Deps(s), _NoProducer())
 """
 
@@ -40,7 +41,8 @@ create_app(Settings())
 
 _REPORT = """
 heavy = [m for m in {heavy!r} if m in sys.modules]
-print(json.dumps({{"heavy": heavy, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps({{"heavy": heavy, "max_rss_mb": rss_mb}}))
 """
 
 CASES = {
