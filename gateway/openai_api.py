@@ -5,8 +5,10 @@ retrieval. The credential is the `Authorization: Bearer` the OpenAI SDKs send, e
 (or `X-API-Key`); tenant, user and groups come only from it, never from the body (`user`, `tenant` and any
 other body field are ignored for identity).
 
-- The question is the last `user` message. Earlier turns are validated and bounded but not sent to the
-  serving plane: `QuerySpec` has no conversation field, so retrieval runs on the last user message only.
+- The question is the last `user` message. Earlier `user` turns (the last `HISTORY_TURNS`, at most
+  `HISTORY_CHARS` characters) travel as `QuerySpec.history`: query rewrite appends their salient terms
+  when the question is a follow-up (`ragstream.core.rewrite.with_history`). Assistant, system and tool
+  turns are not sent: the prompt is built from the question and the authorized passages only.
 - Request class: header `X-Request-Class` (`interactive` | `batch`), else the model suffix
   (`ragstream:batch`), else `interactive`.
 - Citations: `annotations` of type `url_citation` on the message (and on the final stream chunk's delta),
@@ -37,6 +39,7 @@ from gateway.hub import QueryRecord
 from gateway.models import ErrorInfo, QueryRequest
 from gateway.routes import CorrelationId, Gw, api_key, bearer, gateway
 from gateway.service import Gateway, RejectedError
+from ragstream.core.rewrite import confine_history
 from schemas.serving import AnswerDelta, Citation, QueryAnswered, RequestClass
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ CLASSES: tuple[RequestClass, ...] = ("interactive", "batch")
 MODELS = (MODEL, *(f"{MODEL}:{c}" for c in CLASSES))
 PATHS = ("/v1/models", "/v1/chat/completions")
 MAX_MESSAGES = 64
+HISTORY_TURNS = 4
+HISTORY_CHARS = 1000
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -205,6 +210,13 @@ def question_of(body: ChatCompletionRequest) -> str:
                 return text
             break
     raise RejectedError(400, "bad_request", message="the last user message must have text")
+
+
+def history_of(body: ChatCompletionRequest) -> tuple[str, ...]:
+    """Earlier user turns (before the last user message), bounded in count and characters."""
+    last = max(i for i, m in enumerate(body.messages) if m.role == "user")
+    turns = [m.text() for m in body.messages[:last] if m.role == "user"]
+    return confine_history(turns, HISTORY_TURNS, HISTORY_CHARS)
 
 
 def citation_url(c: Citation) -> str:
@@ -374,7 +386,8 @@ async def chat_completions(
     """Ask with the last user message through the native query path; the answer as a chat completion."""
     rc = request_class(body.model, x_request_class)
     question = question_of(body)
-    rec, _ = await gw.submit(p, QueryRequest(question=question, request_class=rc), cid)
+    req = QueryRequest(question=question, request_class=rc)
+    rec, _ = await gw.submit(p, req, cid, history=history_of(body))
     created = int(time.time())
     if body.stream:
         return StreamingResponse(

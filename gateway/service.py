@@ -130,11 +130,16 @@ class Gateway:
         return {"started": self.started, "answer_hub": self.hub.ready}
 
     async def submit(
-        self, p: Principal, req: QueryRequest, correlation_id: str | None = None
+        self,
+        p: Principal,
+        req: QueryRequest,
+        correlation_id: str | None = None,
+        history: tuple[str, ...] = (),
     ) -> tuple[QueryRecord, QueryAccepted]:
         """Limits and admission, then publish QueryRequested; the record to follow and the 202 body.
 
         `correlation_id` (the HTTP request's) becomes the query's: every stage's events and logs carry it.
+        `history`: earlier user turns for query rewrite, already bounded by the caller (the OpenAI API).
         """
         cfg = self.settings.serving
         if len(req.question) > cfg.max_question_chars:
@@ -160,6 +165,7 @@ class Gateway:
             deadline_at=now + timedelta(seconds=deadline_s),
             requested_at=now,
             mode=req.mode,
+            history=history,
         )
         qid = spec.query_id
         event = QueryRequested(

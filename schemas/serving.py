@@ -37,6 +37,9 @@ class QuerySpec(BaseModel):
     requested_at: AwareDatetime | None = None
     generation: str | None = None
     mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    # Earlier user turns of a chat (oldest first), bounded by the gateway: query rewrite takes salient
+    # terms from them for a follow-up question. Never shown to the model: the prompt has the question only.
+    history: tuple[str, ...] = ()
 
 
 class QueryRequested(Event):

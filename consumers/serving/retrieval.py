@@ -20,7 +20,7 @@ from prometheus_client import Counter, Histogram
 from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.core.acl import caller_terms
 from ragstream.core.fuse import doc_scores, feedback_docs, first_stage, rocchio
-from ragstream.core.rewrite import normalize_query
+from ragstream.core.rewrite import with_history
 from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
 from ragstream.ports import AccessFilter, ChunkStore, DocumentState, Embedder, SearchHit
@@ -149,7 +149,7 @@ class Retriever:
             # request, where Weaviate's refusal of the negative limit was a dead letter (bench.fuzz).
             raise ValueError(f"top_k {q.top_k} is not positive")
         t0 = time.perf_counter()
-        text = normalize_query(q.question, self.cfg.max_question_chars)
+        text = with_history(q.question, q.history, self.cfg.max_question_chars)
         passages: list[Passage] = []
         timings: dict[str, float] = {}
         route = self.route(ev)
