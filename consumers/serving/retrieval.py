@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from ragstream.adapters.embedding.compat import embedder_for_generation
 from ragstream.adapters.errors import ADAPTER_ERRORS, translate
 from ragstream.core.acl import caller_terms
-from ragstream.core.fuse import doc_scores, feedback_docs, first_stage, rocchio
+from ragstream.core.fuse import doc_scores, feedback_docs, first_stage, rocchio, shares_terms
 from ragstream.core.rewrite import with_history
 from ragstream.generations.routing import GenerationRouter, Route
 from ragstream.generations.signals import observe_retrieval
 from ragstream.ports import AccessFilter, ChunkStore, DocumentState, Embedder, SearchHit
+from ragstream.runtime import metrics
 from ragstream.runtime.deps import Deps, Need, required
 from ragstream.runtime.worker import Handler, Inbound, Outbound
 from ragstream.settings import ServingSettings
@@ -69,6 +72,18 @@ class Retriever:
         if q.generation and q.generation != self.generation:
             raise ValueError(f"unknown index generation {q.generation!r}")
         return Route(self.store, self.generation, "static")
+
+    def query_embedder(self, route: Route) -> Embedder | None:
+        """The embedder whose vectors match the route's generation (its record's model and revision):
+        query and document vectors of one generation always come from compatible backends. None when
+        no backend here matches (another model): that query is served by BM25 alone, and counted."""
+        want = self.router.embedding_of(route.generation) if self.router is not None else None
+        if want is None:
+            return self.embedder
+        found = embedder_for_generation(self.embedder, *want)
+        if found is None:
+            metrics.EMBED_INCOMPATIBLE.labels("no_matching_backend").inc()
+        return found
 
     def _states(
         self, tenant: str, route: Route, hits: list[SearchHit]
@@ -155,13 +170,15 @@ class Retriever:
         route = self.route(ev)
         served = route.generation
         if text and route.store.has_tenant(ev.tenant_id):
-            vector = self.embedder.embed([text])[0] if q.mode != "bm25" else None
+            embedder = self.query_embedder(route) if q.mode != "bm25" else None
+            vector = embedder.embed([text])[0] if embedder is not None else None
+            mode = q.mode if vector is not None else "bm25"
             timings["embed"] = (time.perf_counter() - t0) * 1000
             principals, groups = caller_terms(q.caller)
             limit = max(q.top_k, self.cfg.candidate_k)
             acl = AccessFilter(tuple(principals), tuple(groups)) if self.acl_in_search else None
             lexical: set[str] = set()
-            if self.cfg.first_stage == "fusion" and vector is not None and q.mode == "hybrid":
+            if self.cfg.first_stage == "fusion" and vector is not None and mode == "hybrid":
                 hits, lexical = self._fused(route.store, ev.tenant_id, text, vector, acl, q.filters, limit)
             else:
                 hits = route.store.search(
@@ -171,7 +188,7 @@ class Retriever:
                     limit=limit,
                     acl=acl,
                     filters=q.filters,
-                    mode=q.mode,
+                    mode=mode,
                     alpha=self.cfg.hybrid_alpha,
                     fusion=self.cfg.fusion,
                 )
@@ -187,7 +204,7 @@ class Retriever:
                 # Dropped only when neither the embedding nor the words support it: a chunk with a BM25
                 # match survives a low cosine (short keyword queries embed far from any passage).
                 low = h.relevance is not None and h.relevance < self.cfg.min_relevance
-                if low and h.chunk_id not in lexical:
+                if low and h.chunk_id not in lexical and not _word_match(q.mode, text, p):
                     continue
                 passages.append(
                     Passage(
@@ -223,6 +240,11 @@ class Retriever:
             generation=served,
             timings_ms=timings,
         )
+
+
+def _word_match(mode: str, query: str, props: dict[str, Any]) -> bool:
+    # Hybrid and BM25 hits may be there for their words alone; dense-only hits are judged by cosine.
+    return mode != "dense" and shares_terms(query, f"{props.get('title', '')} {props.get('text', '')}")
 
 
 def component(deps: Deps) -> Retriever:

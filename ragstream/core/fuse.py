@@ -101,6 +101,14 @@ def stemmed_terms(text: str) -> list[str]:
     return [stem(w) for w in _TOKEN.findall(text.lower()) if w not in STOPWORDS]
 
 
+def shares_terms(query: str, text: str) -> bool:
+    """Whether a passage holds any of the query's stemmed content words: the evidence BM25 would have
+    had for it. A short keyword query embeds far from every passage, so a low cosine alone must not
+    drop a passage that matches its words."""
+    q = set(stemmed_terms(query))
+    return bool(q) and not q.isdisjoint(stemmed_terms(text))
+
+
 def pool_bm25(query: str, docs: Mapping[str, str], k1: float = 1.2, b: float = 0.75) -> Scores:
     """BM25 over whole documents (all their chunks joined), stemmed, with document frequencies taken from
     the candidate pool itself: no corpus statistics needed at query time. It restores what chunk-level,

@@ -116,8 +116,11 @@ def query(question: str, subject: str, groups: Sequence[str], tenant: str = "acm
 
 @pytest.fixture
 def chain() -> Chain:
+    return make_chain(Settings())
+
+
+def make_chain(settings: Settings) -> Chain:
     """Every consumer of the registry, wired by the composition root over in-memory adapters."""
-    settings = Settings()
     bus, store = MemoryBus(settings), MemoryChunkStore()
     deps = Deps(
         settings,
@@ -232,6 +235,22 @@ async def test_a_query_is_retrieved_reranked_and_answered_with_citations(chain: 
             and c.chunk_id in answer.context_chunk_ids
         )
     assert answer.correlation_id == retrieved.correlation_id == reranked.correlation_id
+
+
+async def test_a_low_cosine_passage_is_kept_when_it_matches_the_query_words() -> None:
+    # A short keyword query embeds far from every passage; its word match is the evidence that counts.
+    settings = Settings()
+    strict = Settings().model_copy(
+        update={"serving": settings.serving.model_copy(update={"min_relevance": 0.99})}
+    )
+    chain = make_chain(strict)
+    await chain.upsert("handbook.md", HANDBOOK)
+    await chain.ask("cafeteria", "alice", STAFF)
+    await chain.ask("zeppelin quartz", "alice", STAFF)
+    matched, unmatched = chain.bus.events(QUERIES_RETRIEVED.name)
+    assert matched.passages and {p.document_id for p in matched.passages} == {"handbook.md"}
+    assert all(p.relevance is not None and p.relevance < 0.99 for p in matched.passages)
+    assert unmatched.passages == ()
 
 
 async def test_a_caller_without_access_gets_no_passages_and_an_abstention(chain: Chain) -> None:
