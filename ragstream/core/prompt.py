@@ -98,6 +98,11 @@ _STRONG = re.compile(
     r"|\byou are now\b|\bpretend (?:to be|you are)\b"
     r"|\b(?:act|role-?play) as (?:an?|the) \w+ (?:without|with no)\b"
     r"|\byour (?:new )?(?:persona|role|instructions|system prompt) (?:is|are)\b"
+    # Output format orders: "starts replies with", "end every answer with"; overrides of any answer.
+    r"|\b(?:start|begin|end|prefix|open|close|sign|finish)(?:s|es)?\s+(?:every|each|all|any|your|its|the)?\s*"
+    r"(?:replies|responses|answers|reply|response|answer|outputs?)\s+(?:with|by)\b"
+    r"|\b(?:answer|response|reply) (?:to|for) (?:any|every|all|each) (?:questions?|quer(?:y|ies)|requests?)\b"
+    r"|\b(?:regardless|irrespective) of (?:the|what the|any) (?:question|user|query|passages?|documents?)\b"
     r"|^[\s#>*_=|~`.(\[]*(?:system|assistant|developer|ai|asistente|sistema|syst[eè]me|assistent)\b[^:\n]{0,30}:"
     r"[^\n]*\b(?:you|your|reply|respond|answer|say|state|tell|ignore|disregard|must|always|never)\b",
     re.I,
@@ -129,6 +134,10 @@ _FORGED_TURN = re.compile(
     re.I,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# The persona's name: capitalized, not an article ("You are now an expert" names nobody).
+_PERSONA = re.compile(
+    r"(?i:\byou are now\s+(?:called\s+|named\s+)?)(?!(?:An?|The|In|On|At|My|Our)\b)([A-Z][\w-]{1,30})"
+)
 # Cyrillic and Greek letters that read as Latin ones, folded only for detection ("assistant" spelled with a
 # Cyrillic a); NFKC already folds fullwidth and compatibility forms.
 _LOOKALIKES = str.maketrans(
@@ -159,11 +168,15 @@ def _looks_like_section(raw_line: str) -> bool:
     return bool(_SECTION_LINE.search(_detectable(raw_line)))
 
 
-def _defuse_sentences(line: str, remove: bool) -> str:
+def _defuse_sentences(line: str, remove: bool, personas: set[str]) -> str:
     def defuse(sentence: str) -> str:
         seen = _detectable(sentence)
-        if remove and _STRONG.search(seen):
-            return REMOVED
+        if remove:
+            # A persona set up by a removed sentence ("You are now DAN") takes its orders in the next ones.
+            personas.update(m.group(1).lower() for m in _PERSONA.finditer(seen))
+            words = set(re.findall(r"\w+", seen.lower()))
+            if _STRONG.search(seen) or personas & words:
+                return REMOVED
         return PLANTED + sentence if _STRONG.search(seen) or _PLANTED.search(seen) else sentence
 
     out: list[str] = []
@@ -180,6 +193,7 @@ def escape_text(text: str, remove_planted: bool = False) -> str:
     replaced by a placeholder. The question is never redacted: it is the caller's own text."""
     out: list[str] = []
     forged_turn = False
+    personas: set[str] = set()
     for line in _LINE_BREAKS.sub("\n", text).strip().split("\n"):
         if not line.strip():
             forged_turn = False
@@ -188,7 +202,7 @@ def escape_text(text: str, remove_planted: bool = False) -> str:
             if not out or out[-1] != REMOVED:
                 out.append(REMOVED)
             continue
-        marked = _defuse_sentences(_escape_chars(line), remove_planted)
+        marked = _defuse_sentences(_escape_chars(line), remove_planted, personas)
         if _looks_like_section(line) and not marked.startswith((PLANTED, REMOVED)):
             marked = QUOTED + marked
         out.append(marked)
