@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragstream.core.groundedness import GroundednessScorer
+from ragstream.core.verify import agrees, novel_terms
 
 FIELDS = ("knowledge", "question", "right_answer", "hallucinated_answer")
 Progress = Callable[[int, int], None]  # (rows done, rows total)
@@ -81,8 +82,11 @@ VERIFIERS = ("lexical", "model", "combined")
 
 
 def judge_for(mode: str, scorer: GroundednessScorer, model: Any | None) -> Callable[[str, str, str], bool]:
-    """(answer, knowledge, question) -> grounded. `model`: the model verifier's verdict; `combined`: the
-    model's verdict when it gave one in time, the lexical scorer's otherwise (the fast path stays)."""
+    """(answer, knowledge, question) -> grounded. `model`: the model verifier's claim verdicts.
+    `combined`: not grounded when the answer has a name or number the passage lacks (pure code); else
+    whether it agrees with the passage's own answer, which the model extracts once per question
+    (`ragstream.core.verify.agrees`); else the model's claim verdicts when given in time, the lexical
+    scorer's otherwise."""
 
     def lexical(answer: str, knowledge: str, question: str) -> bool:
         return scorer.score(answer, [knowledge], question).grounded
@@ -98,7 +102,13 @@ def judge_for(mode: str, scorer: GroundednessScorer, model: Any | None) -> Calla
             return bool(v.supported)
         return lexical(answer, knowledge, question)
 
-    return judged
+    def combined(answer: str, knowledge: str, question: str) -> bool:
+        if novel_terms(answer, [knowledge], question):
+            return False  # a name or number the passage does not have
+        verdict = agrees(answer, model.extract(question, [knowledge]), question)
+        return judged(answer, knowledge, question) if verdict is None else verdict
+
+    return combined if mode == "combined" else judged
 
 
 def run_halueval(

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client import Counter, Histogram
 
-from ragstream.core.verify import VERDICT_SCHEMA, Claim, claims_of, messages, parse_verdicts
+from ragstream.core.verify import (
+    VERDICT_SCHEMA,
+    Claim,
+    claims_of,
+    clean_extraction,
+    extract_key,
+    extract_messages,
+    messages,
+    parse_verdicts,
+)
 from ragstream.settings import LLMSettings
 
 CALLS = Counter("ragstream_verifier_calls", "Verification requests sent to the model", ["outcome"])
@@ -48,6 +57,7 @@ class ModelVerifier:
     budget_s: float = 30.0  # per answer: past it the remaining claims stay unjudged
     max_tokens: int = 200
     cache: dict[str, bool] = field(default_factory=dict)
+    extractions: dict[str, str | None] = field(default_factory=dict)
     _client: httpx.Client | None = None
 
     @property
@@ -78,6 +88,30 @@ class ModelVerifier:
             return [None] * len(claims)
         CALLS.labels("ok").inc()
         return parse_verdicts(text, len(claims))
+
+    def extract(self, question: str, passages: Sequence[str]) -> str | None:
+        """The passage's own short answer to `question` (None: none found, or the model failed), cached by
+        question + passages so every candidate answer of one question costs one call."""
+        key = extract_key(question, passages)
+        if key in self.extractions:
+            CACHE_HITS.inc()
+            return self.extractions[key]
+        body = {
+            "model": self.cfg.model,
+            "messages": extract_messages(question, passages),
+            "max_tokens": 24,
+            "temperature": 0.0,
+        }
+        try:
+            resp = self.client.post("/chat/completions", json=body)
+            resp.raise_for_status()
+            text = str(resp.json()["choices"][0]["message"]["content"])
+        except (httpx.HTTPError, KeyError, IndexError, ValueError):
+            CALLS.labels("error").inc()
+            return None  # not cached: a transient failure must not stick
+        CALLS.labels("ok").inc()
+        self.extractions[key] = found = clean_extraction(text)
+        return found
 
     def verify_claims(self, claims: Sequence[Claim]) -> Verification:
         t0 = time.monotonic()

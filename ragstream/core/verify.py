@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ragstream.core.cite import MARKER
-from ragstream.core.groundedness import split_sentences
+from ragstream.core.groundedness import _MONTHS, _is_content, split_sentences, tokenize
 
 MAX_PASSAGE_CHARS = 1500  # what a small model reads well; the cited sentence is usually near the start
 
@@ -104,4 +104,88 @@ def parse_verdicts(text: str, n: int) -> list[bool | None]:
         idx = item.get("id", pos + 1)
         if isinstance(idx, int) and 1 <= idx <= n:
             out[idx - 1] = item["supported"]
+    return out
+
+
+# ----------------------------------------------------------------- answer agreement
+# A small model judging "is this claim supported?" is fooled by an answer built from the passage's own
+# words with one name swapped. Asking it the question itself is a task it does well: the answer it finds
+# in the passage is then compared with the candidate by their names and numbers, in pure code.
+EXTRACT_SYSTEM = (
+    "You answer questions from a passage. Reply with the shortest answer the passage gives: a name, a "
+    "number, a date, yes or no, or a few words. No sentence, no explanation. If the passage does not "
+    "answer it, reply: unknown"
+)
+_UNKNOWN = ("unknown", "not stated", "not mentioned", "i don't know", "cannot be determined", "n/a")
+_POLARITY = {"yes": "yes", "no": "no"}
+
+
+def extract_messages(question: str, passages: Sequence[str]) -> list[dict[str, str]]:
+    ctx = "\n\n".join(p[:MAX_PASSAGE_CHARS] for p in passages)
+    user = f"Passage:\n{ctx}\n\nQuestion: {question.strip()}\nShortest answer:"
+    return [{"role": "system", "content": EXTRACT_SYSTEM}, {"role": "user", "content": user}]
+
+
+def extract_key(question: str, passages: Sequence[str]) -> str:
+    """Cache key of an extraction: the question and the exact passages."""
+    h = hashlib.sha256(question.strip().encode())
+    for p in passages:
+        h.update(b"\x00" + p.encode())
+    return h.hexdigest()
+
+
+def clean_extraction(text: str) -> str | None:
+    """The model's short answer, or None when it found none."""
+    line = (
+        (text or "").strip().splitlines()[0].strip().strip("\"'*").rstrip(".") if (text or "").strip() else ""
+    )
+    if not line or line.lower().startswith(_UNKNOWN):
+        return None
+    return line
+
+
+def key_terms(text: str, question: str) -> set[str]:
+    """What a short answer asserts beyond its question: the stems of its numbers, names and months (of
+    all its content words when it has none). Words of the question count only when nothing else is left
+    ("Which came first, A or B?" is answered by A, which the question names)."""
+    toks = tokenize(text)
+    asked = {t.stem for t in tokenize(question)}
+    critical = {t.stem for t in toks if t.is_number or t.is_capital or t.norm in _MONTHS}
+    keys = (critical - asked) or critical
+    if not keys:
+        content = {t.stem for t in toks if _is_content(t)}
+        keys = (content - asked) or content
+    return keys
+
+
+def agrees(candidate: str, extracted: str | None, question: str) -> bool | None:
+    """Whether `candidate` says what the passage's own answer says: every key term of the extraction is
+    in it (a yes/no extraction: the same polarity, never the other). None when there is nothing to
+    compare (no extraction, or one with no key terms)."""
+    if not extracted:
+        return None
+    cand = tokenize(MARKER.sub("", candidate))
+    first = extracted.split()[0].lower().strip(",.!")
+    if first in _POLARITY:
+        words = {t.norm for t in cand}
+        other = "no" if first == "yes" else "yes"
+        return first in words and other not in words
+    keys = key_terms(extracted, question)
+    if not keys:
+        return None
+    return keys <= {t.stem for t in cand}
+
+
+def novel_terms(candidate: str, passages: Sequence[str], question: str) -> list[str]:
+    """Numbers and names of `candidate` found neither in the passages nor in the question: an answer
+    that brings its own name or number is not grounded, whatever a model says of it."""
+    known: set[str] = set()
+    for text in (*passages, question):
+        for t in tokenize(text):
+            known.update((t.norm, t.stem))
+    out = []
+    for t in tokenize(MARKER.sub("", candidate)):
+        critical = t.is_number or t.norm in _MONTHS or (t.is_capital and t.index > 0)
+        if critical and t.norm not in known and t.stem not in known:
+            out.append(t.surface)
     return out

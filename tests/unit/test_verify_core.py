@@ -7,10 +7,20 @@ import pytest
 
 from evals.beir import BeirDataset, BeirDoc
 from evals.beir_set import set_rows
+from evals.halueval import judge_for
 from evals.hardset import swap
 from evals.questions import QuestionSet
 from ragstream.adapters.verifier import ModelVerifier
-from ragstream.core.verify import Claim, claims_of, messages, parse_verdicts
+from ragstream.core.groundedness import GroundednessScorer
+from ragstream.core.verify import (
+    Claim,
+    agrees,
+    claims_of,
+    clean_extraction,
+    messages,
+    novel_terms,
+    parse_verdicts,
+)
 from ragstream.settings import LLMSettings
 
 pytestmark = pytest.mark.unit
@@ -72,3 +82,45 @@ def test_beir_set_rows_validate() -> None:
     head, *qs = set_rows(ds, "beir-mini-x", limit=None, top_k=50, request_class="batch")
     qset = QuestionSet.model_validate({**head["set"], "questions": qs})  # type: ignore[dict-item]
     assert qset.questions[0].expected_docs == {"d1": 2} and len(qset.documents) == 2
+
+
+K = "The band was formed in 1994 by John Smith in Leeds. Later Mary Jones joined them in 1999."
+
+
+def test_agreement_compares_names_and_numbers_with_the_passages_own_answer() -> None:
+    q = "Who formed the band?"
+    assert agrees("The group was founded by John Smith [1].", "John Smith", q) is True
+    assert agrees("The group was founded by Mary Jones.", "John Smith", q) is False
+    assert agrees("It was set up in 1999.", "1994", "When was the band formed?") is False
+    # the answer is one of the options the question names
+    which = "Which came first, Arthur's Magazine or First for Women?"
+    assert agrees("Arthur's Magazine did.", "Arthur's Magazine", which) is True
+    assert agrees("First for Women came first.", "Arthur's Magazine", which) is False
+    assert agrees("Yes, both are.", "Yes", "Are both bands British?") is True
+    assert agrees("No.", "Yes", "Are both bands British?") is False
+    assert agrees("anything", None, q) is None
+    assert clean_extraction("unknown") is None and clean_extraction('"John Smith."\nmore') == "John Smith"
+
+
+def test_novel_terms_are_names_and_numbers_the_passage_lacks() -> None:
+    assert novel_terms("It was formed in 1994 by John Smith.", [K], "Who formed it?") == []
+    assert novel_terms("It was formed in 1996 in York.", [K], "When?") == ["1996", "York"]
+
+
+def test_combined_judge_extracts_once_per_question() -> None:
+    extracted: list[str] = []
+
+    class Fake(ModelVerifier):
+        def extract(self, question, passages):  # type: ignore[no-untyped-def]
+            extracted.append(question)
+            return "John Smith"
+
+        def _ask(self, claims):  # type: ignore[no-untyped-def]
+            raise AssertionError("agreement decided; no claim verdict needed")
+
+    judge = judge_for("combined", GroundednessScorer(), Fake(LLMSettings()))
+    q = "Who formed the band?"
+    assert judge("The group's founder was John Smith.", K, q)
+    assert not judge("The group's founder was Mary Jones.", K, q)
+    assert not judge("The group's founder was Paul Kerr.", K, q)  # a name the passage lacks: no model call
+    assert extracted == [q, q]
