@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import ModuleType
@@ -20,6 +21,7 @@ from typing import Any
 from consumers.ingestion import chunker, embedder, normalizer
 from consumers.serving import generation, rerank, retrieval
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
+from ragstream.adapters.embedding.compat import check_writer
 from ragstream.adapters.llm import OpenAIChat
 from ragstream.adapters.prompt_tokens import token_counter
 from ragstream.adapters.reranker import from_spec
@@ -29,10 +31,11 @@ from ragstream.generations.registry import load_view
 from ragstream.generations.routing import GenerationRouter
 from ragstream.runtime.deps import Deps, chunking_policy
 from ragstream.runtime.health import serve_health
-from ragstream.runtime.kafka_admin import ensure_topics
+from ragstream.runtime.kafka_admin import desired_topics, ensure_topics
 from ragstream.runtime.worker import Handler, Producer, Worker
 from ragstream.settings import Settings
 from ragstream.telemetry import setup_tracing
+from schemas.review import review_topic_specs
 from schemas.topics import CONSUMERS, output_compression
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,33 @@ def shared_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(settings.embedding, settings.index.embedding_batch_size)
 
 
+def ensure_review_topics(settings: Settings) -> bool:
+    """Create the review queue's topics (schemas.review; not in the registry every tool creates) and mark
+    them ready for generation's flags. Sync: `wire` runs in and out of event loops, so in its own thread."""
+    if not settings.console.review_enabled:
+        return False
+    if generation.review_topics_ready(settings.kafka):
+        return True
+    topics = desired_topics(settings.kafka, review_topic_specs())
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, ensure_topics(settings.kafka, topics)).result(timeout=60)
+    except Exception as exc:
+        log.warning("review topics unavailable, answers are not flagged for review: %s", exc)
+        return False
+    generation.mark_review_topics_ready(settings.kafka)
+    return True
+
+
+def recorded_embedding(client: Any, settings: Settings) -> tuple[str, str] | None:
+    """(model, revision) the registry records for the configured generation; None when not recorded."""
+    view = load_view(client, settings)
+    state = view.generations.get(settings.index.generation) if view is not None else None
+    return (
+        None if state is None else (state.record.spec.embedding_model, state.record.spec.embedding_revision)
+    )
+
+
 def wire(name: str, base: Deps, producer: Producer) -> Wired:
     """The handler of consumer `name`, with every adapter it needs and `base` does not already carry."""
     module = MODULES[name]
@@ -70,6 +100,7 @@ def wire(name: str, base: Deps, producer: Producer) -> Wired:
     needs = set(module.NEEDS)
     fill: dict[str, Any] = {}
     closers: list[Callable[[], None]] = []
+    client: Any = None
     if "store" in needs and base.store is None:
         client, store = open_store(s)
         closers.append(client.close)
@@ -95,11 +126,16 @@ def wire(name: str, base: Deps, producer: Producer) -> Wired:
         fill["llm"] = OpenAIChat(s.llm)
     if "count_tokens" in needs and base.count_tokens is None:
         fill["count_tokens"] = token_counter(s)
+    if name == "generation" and isinstance(producer, Producer):
+        ensure_review_topics(s)  # a Kafka producer: flagged answers can reach the review topic
     if "send" in needs and base.send is None:
         # Streamed deltas are only enqueued; the final answer's acknowledgement covers them.
         fill["send"] = partial(producer.send_many, wait=False)
     deps = replace(base, **fill)
     try:
+        if name == "embedder" and client is not None and "embedder" in fill:
+            # The live writer must make the vectors the generation it writes into was recorded with.
+            check_writer(fill["embedder"], recorded_embedding(client, s), s.index.generation)
         handler = module.build_handler(deps)
     except BaseException:
         for close in closers:

@@ -22,10 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import console, mcp_server, metrics, openai_api
 from gateway.backpressure import KafkaLagProbe, LagProbe
+from gateway.console_api import console_api
+from gateway.console_backend import ConsoleBackend, LiveConsoleBackend
 from gateway.hub import AnswerHub, KafkaAnswerHub
 from gateway.middleware import BodyLimit, RequestMetrics
 from gateway.models import DeltaData, ErrorBody, ErrorInfo
 from gateway.publisher import KafkaQueryPublisher, QueryPublisher
+from gateway.review import KafkaReviewQueue, MemoryReviewQueue, ReviewQueue
 from gateway.routes import ops, queries
 from gateway.service import Gateway, RejectedError
 from ragstream.settings import Settings
@@ -124,8 +127,12 @@ def create_app(
     hub: AnswerHub | None = None,
     lag_probe: LagProbe | None = None,
     lag_interval_s: float = 2.0,
+    console_backend: ConsoleBackend | None = None,
+    reviews: ReviewQueue | None = None,
 ) -> FastAPI:
-    """The gateway app; Kafka-backed collaborators unless given (a None lag probe means Kafka's)."""
+    """The gateway app; Kafka-backed collaborators unless given (a None lag probe means Kafka's).
+    The console's pages read `console_backend` (default: Weaviate, Kafka, the registry, eval runs on
+    disk) and `reviews` (default: the review topics)."""
 
     def build() -> Gateway:
         # Built in the lifespan: aiokafka clients must be created inside the running event loop.
@@ -141,12 +148,25 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = app.state.gateway = build()
+        live = LiveConsoleBackend(settings) if console_backend is None else None
+        app.state.console_backend = console_backend or live
+        # An in-memory answer hub (tests) gets an in-memory review queue; the Kafka one follows in the
+        # background and never fails the gateway (its page answers 503 until it is ready).
+        queue = app.state.reviews = reviews or (
+            KafkaReviewQueue(settings)
+            if hub is None
+            else MemoryReviewQueue(settings.console.review_max_pending)
+        )
         await gw.start()
+        await queue.start()
         try:
             async with mcp.run():
                 yield
         finally:
+            await queue.stop()
             await gw.stop()
+            if live is not None:
+                live.close()
 
     app = FastAPI(
         title="ragstream gateway",
@@ -171,6 +191,7 @@ def create_app(
     app.include_router(queries)
     app.include_router(ops)
     app.include_router(openai_api.openai_router)
+    app.include_router(console_api)
     mcp = mcp_server.mount(app.router.routes, lambda: app.state.gateway)
     console.mount(app)
     app.add_exception_handler(RejectedError, _rejected)

@@ -26,6 +26,8 @@ ErrorCode = Literal[
     "deadline_exceeded",
     "query_failed",
     "model_not_found",
+    "forbidden",
+    "conflict",
     "internal",
 ]
 # One fixed human message per code: nothing a client reads is built from an exception or a worker's text.
@@ -42,6 +44,8 @@ MESSAGES: dict[str, str] = {
     "deadline_exceeded": "no answer before the query's deadline",
     "query_failed": "the query could not be answered",
     "model_not_found": "no such model; GET /v1/models lists what this credential may ask",
+    "forbidden": "the credential lacks the group this action needs",
+    "conflict": "the request conflicts with the current state",
     "internal": "internal error",
 }
 

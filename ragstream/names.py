@@ -10,7 +10,12 @@ serving reads). Pure string functions of `IndexSettings`, at the top of the runt
 
 from __future__ import annotations
 
-from ragstream.settings import IndexSettings
+from ragstream.settings import IndexSettings, KafkaSettings
+from schemas.review import REVIEW_DECISIONS, REVIEW_FLAGGED
+
+# The human review queue's topics (schemas.review): generation writes flags, the gateway decisions.
+REVIEW_TOPIC = REVIEW_FLAGGED.name
+REVIEW_DECISIONS_TOPIC = REVIEW_DECISIONS.name
 
 
 def chunks_collection(index: IndexSettings, generation: str | None = None) -> str:
@@ -37,3 +42,8 @@ def generation_of(index: IndexSettings, collection: str) -> str | None:
     """The generation a chunks collection belongs to (None if it is not one of this index's)."""
     prefix = f"{index.chunks_collection_prefix}_"
     return collection[len(prefix) :] if collection.startswith(prefix) else None
+
+
+def review_topics(kafka: KafkaSettings) -> tuple[str, str]:
+    """(flagged, decisions) under the deployment's topic prefix."""
+    return kafka.topic_prefix + REVIEW_TOPIC, kafka.topic_prefix + REVIEW_DECISIONS_TOPIC

@@ -295,6 +295,31 @@ class WorkerSettings(BaseModel):
     stuck_after_s: float = Field(default=120.0, gt=0)
 
 
+def default_state_dir() -> Path:
+    """Where results live (eval runs, curated questions): outside the checkout."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ragstream"
+
+
+class ConsoleSettings(BaseModel):
+    """The web console's pages and the human review queue."""
+
+    model_config = _FROZEN
+    # Credential groups that may act: replay dead letters, promote / roll back (operators); decide reviews
+    # and curate questions (reviewers). Reading a page needs only a credential of the tenant.
+    operators_group: str = "ragstream-operators"
+    reviewers_group: str = "ragstream-reviewers"
+    # Answers the groundedness scorer flags for review: support share below this, or a citation whose
+    # passage does not support the sentence citing it.
+    review_enabled: bool = True
+    review_min_support: float = Field(default=0.5, ge=0.0, le=1.0)
+    review_max_pending: int = Field(default=2000, ge=1)  # per gateway process, oldest dropped first
+    # Curated questions (one JSONL question set per tenant) and the eval runs the console lists.
+    curated_dir: Path = Field(default_factory=lambda: default_state_dir() / "curated")
+    eval_reports_dir: Path = Field(default_factory=lambda: default_state_dir() / "evals")
+    max_rows: int = Field(default=500, ge=1, le=10_000)  # rows a page lists
+
+
 class Settings(BaseSettings):
     """Everything configurable, frozen. `Settings()` once at start-up, then pass it down."""
 
@@ -320,3 +345,4 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     llm: LLMSettings = LLMSettings()
     worker: WorkerSettings = WorkerSettings()
+    console: ConsoleSettings = ConsoleSettings()

@@ -1,7 +1,9 @@
 """Generation consumer.
 
 In:  ragstream.query.reranked.v1 (QueryReranked)
-Out: ragstream.query.answers.v1 (AnswerDelta stream, then QueryAnswered; QueryFailed when the model fails)
+Out: ragstream.query.answers.v1 (AnswerDelta stream, then QueryAnswered; QueryFailed when the model fails);
+     ragstream.review.flagged.v1 (AnswerFlagged, best effort: an answer the groundedness scorers flag for
+     human review, when `console.review_enabled` and the topic was created at wiring)
 Group: ragstream.generation. Ack: commit after the final answer is acknowledged. Idempotency: keyed by query
 id; a replay may stream a second time, the gateway keeps the first final answer.
 
@@ -25,14 +27,16 @@ from ragstream.core.acl import may_read, passage_allowed
 from ragstream.core.cite import MARKER, cited_ids, is_abstention, shape_citations
 from ragstream.core.groundedness import GroundednessScorer, split_sentences
 from ragstream.core.prompt import ABSTAIN, Prompt, PromptDecision, TokenCounter, approx_tokens, assemble
+from ragstream.core.review import flag_reasons
 from ragstream.generations.routing import GenerationRouter
 from ragstream.ports import ChatModel, ChunkStore, DocumentState, Usage
 from ragstream.runtime import metrics
 from ragstream.runtime.deps import Deps, Need, Send, required
 from ragstream.runtime.worker import Handler, Inbound, Outbound
-from ragstream.settings import ServingSettings
+from ragstream.settings import ConsoleSettings, KafkaSettings, ServingSettings
 from ragstream.telemetry import within
 from schemas.envelope import utcnow
+from schemas.review import REVIEW_FLAGGED, AnswerFlagged, FlaggedPassage
 from schemas.serving import AnswerDelta, Passage, QueryAnswered, QueryFailed, QueryReranked
 from schemas.topics import ANSWERS, CONSUMERS
 
@@ -66,6 +70,11 @@ CITATIONS = Histogram(
     ["request_class"],
     buckets=(0, 1, 2, 3, 4, 6, 8, 12),
 )
+FLAGGED = Counter(
+    "ragstream_answers_flagged",
+    "Answers published for human review, by first reason (low_support, unsupported_citation)",
+    ["reason"],
+)
 CITATION_SUPPORT = Histogram(
     "ragstream_citation_support",
     "Share of an answer's citations whose passage supports the statement that cites it",
@@ -85,6 +94,8 @@ class Generator:
     # The second check reads document state in the generation each passage came from.
     router: GenerationRouter | None = None
     scorer: GroundednessScorer = field(default_factory=GroundednessScorer)
+    # Flagged answers go to the review topic when set (compose.wire sets it once the topic exists).
+    review: ConsoleSettings | None = None
 
     def _live_states(self, tenant: str, passages: list[Passage]) -> dict[tuple[str, str], DocumentState]:
         assert self.store is not None
@@ -220,7 +231,8 @@ class Generator:
         if abstained:
             ABSTAINED.labels(q.request_class, "model").inc()
         else:
-            grounded = self.judge(q.question, text, prompt, q.request_class)
+            grounded, support = self.judge(q.question, text, prompt, q.request_class)
+            await self.flag(ev, text, grounded, support, prompt, send)
         PROMPT_TOKENS.labels(q.request_class).observe(usage.prompt_tokens)
         COMPLETION_TOKENS.labels(q.request_class).observe(usage.completion_tokens)
         timings["generation"] = (time.perf_counter() - t0) * 1000 - timings["prompt"]
@@ -239,23 +251,94 @@ class Generator:
             groundedness=grounded,
         )
 
-    def judge(self, question: str, answer: str, prompt: Prompt, request_class: str) -> float:
+    def judge(
+        self, question: str, answer: str, prompt: Prompt, request_class: str
+    ) -> tuple[float, dict[str, bool]]:
         """Online quality signals: groundedness against the cited passages (all prompt passages when the
-        answer cites none) and the share of citations whose passage supports the sentence citing it."""
+        answer cites none) and the share of citations whose passage supports the sentence citing it.
+        Returns the support share and, per cited id, whether its passage supports every sentence citing it."""
         cmap = prompt.citation_map()
         cited = [cmap[c] for c in dict.fromkeys(cited_ids(answer)) if c in cmap]
         result = self.scorer.score(answer, [p.text for p in cited or prompt.passages], question)
         GROUNDEDNESS.labels(request_class).observe(result.supported_share)
         CITATIONS.labels(request_class).observe(len(cited))
-        checks = [
-            self.scorer.score(MARKER.sub("", sentence), [cmap[c].text], question).grounded
-            for sentence in split_sentences(answer)
-            for c in cited_ids(sentence)
-            if c in cmap
-        ]
+        checks: list[bool] = []
+        support: dict[str, bool] = {}
+        for sentence in split_sentences(answer):
+            for c in cited_ids(sentence):
+                if c in cmap:
+                    ok = self.scorer.score(MARKER.sub("", sentence), [cmap[c].text], question).grounded
+                    checks.append(ok)
+                    support[c] = support.get(c, True) and ok
         if checks:
             CITATION_SUPPORT.labels(request_class).observe(sum(checks) / len(checks))
-        return round(result.supported_share, 4)
+        return round(result.supported_share, 4), support
+
+    async def flag(
+        self,
+        ev: QueryReranked,
+        answer: str,
+        grounded: float,
+        support: dict[str, bool],
+        prompt: Prompt,
+        send: Send,
+    ) -> None:
+        """Publish the answer to the review topic when the scorers flag it. Best effort: a review that
+        cannot be sent is logged; the answer itself never waits on or fails for it."""
+        if self.review is None or not self.review.review_enabled:
+            return
+        reasons = flag_reasons(grounded, support, self.review.review_min_support)
+        if not reasons:
+            return
+        q = ev.query
+        cmap = prompt.citation_map()
+        shown = [c for c in dict.fromkeys(cited_ids(answer)) if c in cmap] or list(cmap)
+        flagged = AnswerFlagged(
+            **ev.caused(producer="generation"),
+            query_id=q.query_id,
+            subject=q.caller.subject,
+            groups=q.caller.groups,
+            question=q.question,
+            answer=answer,
+            reasons=reasons,
+            groundedness=grounded,
+            unsupported_citations=tuple(c for c, ok in support.items() if not ok),
+            passages=tuple(
+                FlaggedPassage(
+                    citation_id=c,
+                    document_id=cmap[c].document_id,
+                    chunk_id=cmap[c].chunk_id,
+                    source_version=cmap[c].source_version,
+                    title=cmap[c].title,
+                    text=cmap[c].text[:4000],
+                    acl_principals=cmap[c].acl_principals,
+                    acl_groups=cmap[c].acl_groups,
+                    supports=support.get(c),
+                )
+                for c in shown
+            ),
+            generation=ev.generation,
+            model=self.llm.model,
+        )
+        try:
+            await send([Outbound(REVIEW_FLAGGED.name, q.query_id.encode(), flagged)])
+            FLAGGED.labels(reasons[0]).inc()
+        except Exception as exc:
+            log.warning("review flag of query %s not sent: %s: %s", q.query_id, type(exc).__name__, exc)
+
+
+# Kafka namespaces (bootstrap servers, topic prefix) whose review topics this process created
+# (compose.wire, before it builds the handler). Without the topic a flag would block on its metadata; an
+# in-memory bus (component tests) is never marked, so its generation publishes no flags.
+_REVIEW_READY: set[tuple[str, str]] = set()
+
+
+def mark_review_topics_ready(kafka: KafkaSettings) -> None:
+    _REVIEW_READY.add((kafka.bootstrap_servers, kafka.topic_prefix))
+
+
+def review_topics_ready(kafka: KafkaSettings) -> bool:
+    return (kafka.bootstrap_servers, kafka.topic_prefix) in _REVIEW_READY
 
 
 def component(deps: Deps) -> Generator:
@@ -266,6 +349,7 @@ def component(deps: Deps) -> Generator:
         count_tokens=deps.count_tokens or approx_tokens,
         on_prompt=deps.on_prompt,
         router=deps.router,
+        review=deps.settings.console if review_topics_ready(deps.settings.kafka) else None,
     )
 
 
