@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -15,7 +16,6 @@ import numpy as np
 from ragstream.adapters.embedding import (
     AUTO,
     BACKENDS,
-    INCOMPATIBLE_SUFFIX,
     REFERENCE,
     Backend,
     Selection,
@@ -25,6 +25,7 @@ from ragstream.adapters.embedding import (
     run_probe,
     select_backend,
 )
+from ragstream.adapters.embedding.compat import backend_for_class, compat_class, revision_for, split_revision
 from ragstream.runtime import metrics
 from ragstream.settings import EmbeddingSettings
 
@@ -162,13 +163,82 @@ class SentenceTransformerEmbedder:
         self.backend = self.selection.backend
         sha = weights_sha256(path) if self.backend.startswith("onnx") else ""
         self._impl = build_backend(self.backend, self.model, batch_size, sha)
-        self.revision = cfg.revision + INCOMPATIBLE_SUFFIX.get(self.backend, "")
-        metrics.EMBED_BACKEND.labels(model=self.model_id, backend=self.backend).set(1)
+        self.compat = compat_class(self.backend)
+        self.base_revision = cfg.revision
+        self.revision = revision_for(cfg.revision, self.backend)
+        self.chosen_by = "auto" if cfg.backend == AUTO else "configured"
+        self._path = path
+        self._siblings: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+        _export_selection(self.model_id, self.selection)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return self._impl.encode(texts)
+
+    def backend_info(self) -> dict[str, object]:
+        """What runs and why (recorded on the generations this embedder builds)."""
+        sel = self.selection
+        return {
+            "backend": self.backend,
+            "compat": self.compat,
+            "chosen_by": self.chosen_by,
+            "reason": sel.reason,
+            "cpu_flags": list(sel.cpu_flags),
+            "probe": [f.as_dict() for f in sel.figures],
+        }
+
+    def compatible_with(self, model_id: str, revision: str) -> Embedder | None:
+        """This model on a backend whose vectors match `revision` (an fp32-class generation queried by an
+        int8 worker, or the reverse), sharing the loaded weights; None for another model or revision."""
+        if revision == self.revision and model_id == self.model_id:
+            return self
+        base, cls = split_revision(revision)
+        if model_id != self.model_id or base != self.base_revision:
+            return None
+        with self._lock:  # retrieval embeds from a thread pool: build each sibling once
+            return self._sibling(cls, revision)
+
+    def _sibling(self, cls: str, revision: str) -> Embedder:
+        if cls not in self._siblings:
+            name = backend_for_class(cls, self.selection.backend)
+            sha = weights_sha256(self._path) if name.startswith("onnx") else ""
+            impl = build_backend(name, self.model, self.batch_size, sha)
+            self._siblings[cls] = _Sibling(self.model_id, revision, self.dimensions, name, impl)
+            log.info("embedding backend %s added for generations of revision %s", name, revision)
+        return self._siblings[cls]
+
+
+class _Sibling:
+    """The same loaded model on another backend: the query embedder for generations of another class."""
+
+    def __init__(self, model_id: str, revision: str, dimensions: int, backend: str, impl: Backend) -> None:
+        self.model_id = model_id
+        self.revision = revision
+        self.dimensions = dimensions
+        self.backend = backend
+        self.compat = compat_class(backend)
+        self._impl = impl
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return self._impl.encode(texts)
+
+
+def _export_selection(model_id: str, selection: Selection) -> None:
+    """The backend in use and, for `auto`, each probed backend's speed and cosine relative to fp32, as
+    metrics (labels from the closed set of backend names and classes)."""
+    metrics.EMBED_BACKEND.labels(model=model_id, backend=selection.backend).set(1)
+    ref = next((f for f in selection.figures if f.backend == REFERENCE and f.error is None), None)
+    for f in selection.figures:
+        if f.error is not None or ref is None or ref.texts_per_s <= 0:
+            continue
+        metrics.EMBED_PROBE_SPEEDUP.labels(model=model_id, backend=f.backend).set(
+            f.texts_per_s / ref.texts_per_s
+        )
+        metrics.EMBED_PROBE_COSINE.labels(model=model_id, backend=f.backend).set(f.mean_cosine)
 
 
 def make_embedder(cfg: EmbeddingSettings, batch_size: int = 64) -> SentenceTransformerEmbedder:

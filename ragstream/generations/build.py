@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragstream import names
+from ragstream.adapters.embedding.compat import backend_info
 from ragstream.adapters.store import WeaviateStore
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.normalize import NORMALIZER_VERSION
 from ragstream.core.tokenizer import Tokenizer
 from ragstream.generations.record import (
+    EmbeddingBackendInfo,
     GenerationEvent,
     GenerationRecord,
     GenerationSpec,
@@ -127,6 +129,7 @@ def make_record(
         chunks_collection=names.chunks_collection(settings.index, gen),
         documents_collection=names.documents_collection(settings.index, gen),
         created_at=utcnow(),
+        embedding_backend=EmbeddingBackendInfo.model_validate(backend_info(embedder)),
     )
 
 

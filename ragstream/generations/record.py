@@ -66,6 +66,21 @@ class GenerationSpec(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class EmbeddingBackendInfo(BaseModel):
+    """The embedding backend that built a generation. Not part of its content id: backends of one
+    compatibility class (`compat`, also named by the spec's embedding revision) make interchangeable
+    vectors, so the same inputs are the same generation whichever of them ran; a backend of another class
+    has another revision, hence another generation."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    backend: str  # torch-fp32 | torch-bf16 | onnx-fp32 | onnx-int8 | auto (adopted before any model loaded)
+    compat: str  # fp32 | int8
+    chosen_by: str = "configured"  # auto (the start-up probe) | configured | none (no backend: test model)
+    reason: str = ""
+    cpu_flags: tuple[str, ...] = ()
+    probe: tuple[dict[str, Any], ...] = ()  # the probe's figures per backend when `auto` chose
+
+
 class GenerationRecord(BaseModel):
     """One immutable generation: its content id, name, collections and creation time."""
 
@@ -76,6 +91,7 @@ class GenerationRecord(BaseModel):
     chunks_collection: str
     documents_collection: str
     created_at: datetime
+    embedding_backend: EmbeddingBackendInfo | None = None  # None: a record written before it was kept
 
     def verify(self) -> None:
         """Raise if the record's id is not the hash of its content (tampered or corrupt)."""
@@ -293,6 +309,9 @@ class RegistryView:
             "chunking_policy": rec.spec.chunking_policy,
             "embedding_model": rec.spec.embedding_model,
             "embedding_revision": rec.spec.embedding_revision,
+            "embedding_backend": rec.embedding_backend.model_dump(mode="json")
+            if rec.embedding_backend
+            else None,
             "source_offsets": rec.spec.source.offsets if rec.spec.source else None,
             "parent": rec.spec.parent,
             "created_at": rec.created_at.isoformat(),

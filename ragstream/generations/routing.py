@@ -91,6 +91,15 @@ class GenerationRouter:
             self._view_at = now
         return self._view
 
+    def embedding_of(self, generation: str) -> tuple[str, str] | None:
+        """(model, revision) the recorded generation's vectors were made with; None when the generation
+        is not in the registry (static routing, or a test's private generation)."""
+        view = self.view()
+        state = view.generations.get(generation) if view is not None else None
+        if state is None:
+            return None
+        return state.record.spec.embedding_model, state.record.spec.embedding_revision
+
     def invalidate(self) -> None:
         self._view_at = float("-inf")
 

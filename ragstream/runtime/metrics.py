@@ -47,6 +47,27 @@ EMBED_BACKEND = Gauge(
     ["model", "backend"],
     multiprocess_mode="livemax",
 )
+# The start-up probe's figures per backend (texts/s relative to torch fp32, mean cosine to fp32 vectors):
+# why `auto` picked what ragstream_embedding_backend shows, per host.
+EMBED_PROBE_SPEEDUP = Gauge(
+    "ragstream_embedding_probe_speedup",
+    "Start-up probe: backend texts/s divided by torch fp32's, per model",
+    ["model", "backend"],
+    multiprocess_mode="livemax",
+)
+EMBED_PROBE_COSINE = Gauge(
+    "ragstream_embedding_probe_cosine",
+    "Start-up probe: mean cosine of the backend's vectors to torch fp32's, per model",
+    ["model", "backend"],
+    multiprocess_mode="livemin",
+)
+# Queries whose generation was built by another embedding model or revision than any backend this worker
+# can run: served by BM25 alone rather than with vectors that do not match the index.
+EMBED_INCOMPATIBLE = Counter(
+    "ragstream_embedding_incompatible_queries",
+    "Queries served without dense search: no embedder matching their generation's embedding revision",
+    ["reason"],
+)
 NORMALIZED = Counter(
     "ragstream_normalized_documents", "Documents normalized per format", ["format", "outcome"]
 )
