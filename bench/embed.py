@@ -8,6 +8,9 @@
    SciFact test queries by brute-force cosine over the same corpus for every backend (so `ndcg_delta`
    compares backends, not indexes).
 3. Per backend, a process holding only that backend: RSS after embedding a batch, and its start-up time.
+4. Per worker (`ragstream worker NAME` without Kafka: the CLI's import chain, then the handler built as
+   `wire` builds it; the gateway app for `gateway`): RSS, and whether torch was imported. The stores are
+   in memory (no Weaviate writes), the embedding workers load the model on the `auto` backend.
 
 The corpus is a subset by default, to keep the run to minutes on two cores: the timed passages, every
 document judged for a test query, and unjudged ones in file order up to `--corpus-docs` (0: all 5,183).
@@ -136,6 +139,54 @@ def rss_worker(backend: str, data: Data) -> dict[str, Any]:
         "start_s": round(start_s, 2),
         "rss_mb": round(_rss_mb(), 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+# The workers whose RSS is reported, with the rerank setting each runs under.
+WORKERS = {
+    "normalizer": "lexical",
+    "chunker": "lexical",
+    "embedder": "lexical",
+    "retrieval": "lexical",
+    "rerank-none": "none",
+    "rerank-lexical": "lexical",
+    "generation": "lexical",
+    "gateway": "lexical",
+}
+
+
+def build_worker(case: str) -> dict[str, Any]:
+    """RSS of one worker process once built (as `ragstream worker NAME` builds it, minus Kafka)."""
+    import application.cli.main  # noqa: F401  (the command's whole import chain, as a worker loads it)
+    from ragstream.settings import Settings
+
+    base = Settings()
+    s = base.model_copy(update={"serving": base.serving.model_copy(update={"rerank": WORKERS[case]})})
+    t0 = time.perf_counter()
+    if case == "gateway":
+        from gateway.app import create_app
+
+        create_app(s)
+    else:
+        from application.compose import shared_embedder, wire
+        from ragstream.adapters.memory_store import MemoryChunkStore
+        from ragstream.runtime.deps import Deps
+
+        class _NoProducer:
+            def send_many(self, *a: Any, **k: Any) -> None:
+                raise AssertionError("nothing is sent while building")
+
+        name = case.partition("-")[0]
+        deps = Deps(s, store=MemoryChunkStore())
+        if name in ("embedder", "retrieval"):
+            deps = Deps(s, store=MemoryChunkStore(), embedder=shared_embedder(s))
+        wire(name, deps, _NoProducer())  # type: ignore[arg-type]
+    heavy = [m for m in ("torch", "sentence_transformers", "transformers", "onnxruntime") if m in sys.modules]
+    return {
+        "rss_mb": round(_rss_mb(), 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "build_s": round(time.perf_counter() - t0, 2),
+        "imports": heavy,
     }
 
 
@@ -270,6 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             | quality[name]
             | _spawn(args, f"rss:{name}")
         )
+    workers = {case: _spawn(args, f"build:{case}") for case in WORKERS}
     picked = figures[auto["backend"]]
     subset = len(data.doc_ids) < data.corpus_total
     return {
@@ -279,6 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cosine_to_fp32": picked["cosine_to_fp32"],
         "auto": auto,
         "backends": figures,
+        "workers": workers,
         "cpu_flags": cpu_flags(),
         "cpus": os.cpu_count(),
         "threads": compared["threads"],
@@ -300,6 +353,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     if mode == "auto":
         return auto_worker()
+    if mode.startswith("build:"):
+        return build_worker(mode.removeprefix("build:"))
     data = load_data(args.data, args.passages, args.corpus_docs)
     if mode == "compare":
         return compare_worker(data, args.passages, args.latency_queries, args.out)
