@@ -36,3 +36,16 @@ fi
 echo "==> manifest validation tools (~/.cache/ragstream/tools)"
 bash deploy/tools/fetch-tools.sh >/dev/null \
   || echo "warning: deploy/tools/fetch-tools.sh failed; tests/unit/test_deploy_manifests.py will retry it" >&2
+
+# --- the console's browser test (tests/e2e/test_console.py) ----------------------------------------------------
+# Debian's Chromium, driven by Playwright (a dev dependency) through executable_path: never `playwright
+# install` (it downloads browsers). Without apt (or root) the test skips and says why.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> apt-get install chromium chromium-driver (headless browser for tests/e2e/test_console.py)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+      >/dev/null || echo "warning: could not install chromium; tests/e2e/test_console.py will skip" >&2
+  else
+    echo "note: /usr/bin/chromium missing and apt-get unavailable (or not root); tests/e2e/test_console.py will skip" >&2
+  fi
+fi
