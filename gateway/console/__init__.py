@@ -1,7 +1,9 @@
 """The web console: static files served by the gateway at `/console` (no CDN, nothing fetched from
 elsewhere). Sign in with an API key or token; ask through the OpenAI-compatible API with the answer
-streaming in and its citations (document, version, chunk). Responses carry a strict Content-Security-Policy
-(same origin only, no inline script) and `no-referrer`."""
+streaming in and its citations (document, version, chunk); the documents, dead-letter, generation,
+eval-report and review pages read `/v1/console/*` (`gateway.console_api`). Responses carry a strict
+Content-Security-Policy (same origin only, no inline script; images also from `blob:`, for the eval plots
+fetched with the credential) and `no-referrer`."""
 
 from __future__ import annotations
 
