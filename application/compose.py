@@ -18,6 +18,7 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+from consumers.evaluation import verifier
 from consumers.ingestion import chunker, embedder, normalizer
 from consumers.serving import generation, rerank, retrieval
 from ragstream.adapters.embedder import SentenceTransformerEmbedder
@@ -27,6 +28,7 @@ from ragstream.adapters.prompt_tokens import token_counter
 from ragstream.adapters.reranker import from_spec
 from ragstream.adapters.store import open_store
 from ragstream.adapters.tokenizer import HFTokenizer
+from ragstream.adapters.verifier import ModelVerifier
 from ragstream.generations.registry import load_view
 from ragstream.generations.routing import GenerationRouter
 from ragstream.runtime.deps import Deps, chunking_policy
@@ -41,7 +43,7 @@ from schemas.topics import CONSUMERS, output_compression
 log = logging.getLogger(__name__)
 
 MODULES: dict[str, ModuleType] = {
-    m.SPEC.name: m for m in (normalizer, chunker, embedder, retrieval, rerank, generation)
+    m.SPEC.name: m for m in (normalizer, chunker, embedder, retrieval, rerank, generation, verifier)
 }
 assert set(MODULES) == set(CONSUMERS), "every declared consumer has a module, and no other"
 
@@ -126,6 +128,10 @@ def wire(name: str, base: Deps, producer: Producer) -> Wired:
         fill["llm"] = OpenAIChat(s.llm)
     if "count_tokens" in needs and base.count_tokens is None:
         fill["count_tokens"] = token_counter(s)
+    if "verifier" in needs and base.verifier is None:
+        model_verifier = ModelVerifier(s.llm, budget_s=s.verifier.budget_s)
+        closers.append(model_verifier.close)
+        fill["verifier"] = model_verifier
     if name == "generation" and isinstance(producer, Producer):
         ensure_review_topics(s)  # a Kafka producer: flagged answers can reach the review topic
     if "send" in needs and base.send is None:

@@ -30,6 +30,10 @@ from schemas.topics import CONSUMERS
 
 BACKOFF_MAX_S = 60.0
 STABLE_S = 60.0  # a child that ran this long is healthy again: its backoff starts over
+# The online verifier shares the one local CPU model server with generation (one request at a time, ~20 s
+# per verified answer): locally it samples 2 % of answers unless RAGSTREAM_VERIFIER__SAMPLE_RATE says
+# otherwise (production default 10 %, ragstream.settings.VerifierSettings).
+LOCAL_VERIFIER_SAMPLE_RATE = "0.02"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class ChildSpec:
     argv: tuple[str, ...]
     port: int
     health_path: str
+    # Environment for this child only; the supervisor's own environment wins over it.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -84,6 +90,7 @@ def children(settings: Settings) -> list[ChildSpec]:
             ),
             base + i,
             "/readyz",
+            (("RAGSTREAM_VERIFIER__SAMPLE_RATE", LOCAL_VERIFIER_SAMPLE_RATE),) if name == "verifier" else (),
         )
         for i, name in enumerate(CONSUMERS)
     ]
@@ -155,7 +162,13 @@ class Supervisor:
     def start_child(self, spec: ChildSpec, st: ChildState) -> None:
         log = self.home / "logs" / f"{spec.name.replace(':', '-')}.log"
         rec = spawn(
-            spec.name, spec.argv, env=dict(os.environ), cwd=Path.cwd(), log=log, port=spec.port, version=""
+            spec.name,
+            spec.argv,
+            env={**dict(spec.env), **os.environ},
+            cwd=Path.cwd(),
+            log=log,
+            port=spec.port,
+            version="",
         )
         st.pid, st.start_ticks, st.port, st.log, st.started_at = (
             rec.pid,

@@ -295,6 +295,19 @@ class WorkerSettings(BaseModel):
     stuck_after_s: float = Field(default=120.0, gt=0)
 
 
+class VerifierSettings(BaseModel):
+    """The online model verifier (consumers/evaluation/verifier.py): a sampled share of answers, checked
+    claim by claim by the configured model after the answer went out (it never adds latency to one)."""
+
+    model_config = _FROZEN
+    enabled: bool = True
+    # Share of non-abstained answers verified, chosen by a stable hash of the query id (replays agree).
+    # Production default; `ragstream up` lowers it for the one local CPU model server (platform.py).
+    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    budget_s: float = Field(default=30.0, gt=0)  # per answer: claims not judged by then stay unjudged
+    max_claims: int = Field(default=12, ge=1)  # claims sent to the model per answer (the rest unjudged)
+
+
 def default_state_dir() -> Path:
     """Where results live (eval runs, curated questions): outside the checkout."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -346,3 +359,4 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     worker: WorkerSettings = WorkerSettings()
     console: ConsoleSettings = ConsoleSettings()
+    verifier: VerifierSettings = VerifierSettings()

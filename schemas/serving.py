@@ -120,6 +120,8 @@ class QueryAnswered(Event):
     context_chunk_ids: tuple[str, ...] = ()
     # Share of the answer's statements its cited passages support (automatic scorer; None: abstained).
     groundedness: float | None = None
+    # The question answered (the online verifier judges claims against it; "" from older producers).
+    question: str = ""
 
 
 # Why a query failed, from a closed set (metrics label, client-visible code); `reason` is internal text.

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from schemas.dlq import DeadLetter
 from schemas.ingestion import ChunkedStream, IngestionReceipt, NormalizedStream, SourceChange
 from schemas.serving import AnswerStream, QueryRequested, QueryReranked, QueryRetrieved
+from schemas.verification import AnswerVerified
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ ANSWERS = TopicSpec(
     retention_ms=24 * 3600 * 1000,
     compression=None,
 )
+ANSWERS_VERIFIED = TopicSpec(
+    "ragstream.answers.verified.v1",
+    AnswerVerified,
+    "Model-verifier scores of a sampled share of answers",
+    partitions=3,
+    key="query_id",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
 
 TOPICS: dict[str, TopicSpec] = {
     t.name: t
@@ -100,6 +109,7 @@ TOPICS: dict[str, TopicSpec] = {
         QUERIES_RETRIEVED,
         QUERIES_RERANKED,
         ANSWERS,
+        ANSWERS_VERIFIED,
     )
 }
 DLQ_MODEL = DeadLetter
@@ -165,12 +175,21 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             ANSWERS.name,
             "consumers.serving.generation",
         ),
+        ConsumerSpec(
+            "verifier",
+            "ragstream.verifier",
+            ANSWERS.name,
+            ANSWERS_VERIFIED.name,
+            "consumers.evaluation.verifier",
+        ),
     )
 }
 
 # The two chains, in event order (the planes a local pipeline hosts).
 INGESTION: tuple[str, ...] = ("normalizer", "chunker", "embedder")
 SERVING: tuple[str, ...] = ("retrieval", "rerank", "generation")
+# Off the answer path: the evaluation plane's online consumers (they read what serving wrote).
+EVALUATION: tuple[str, ...] = ("verifier",)
 
 
 def written_topics(consumer: ConsumerSpec) -> tuple[str, ...]:

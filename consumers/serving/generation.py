@@ -152,6 +152,7 @@ class Generator:
             "query_id": q.query_id,
             "subject": q.caller.subject,
             "generation": ev.generation,
+            "question": q.question,
         }
         if not prompt.passages:
             ABSTAINED.labels(q.request_class, "no_context").inc()

@@ -189,3 +189,78 @@ def novel_terms(candidate: str, passages: Sequence[str], question: str) -> list[
         if critical and t.norm not in known and t.stem not in known:
             out.append(t.surface)
     return out
+
+
+# ----------------------------------------------------------------- online verification
+# The verifier consumer (consumers/evaluation/verifier.py) scores a sampled share of served answers after
+# they went out. Which answers, and what their verdicts add up to, is decided here.
+
+
+def sampled(key: str, rate: float) -> bool:
+    """Whether the answer with this key (its query id) is in the sampled share `rate`: a stable hash, so
+    a replay, another replica or a re-run picks the same answers; 0 picks none, 1 all."""
+    if rate <= 0.0:
+        return False
+    if rate >= 1.0:
+        return True
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return h / 2.0**64 < rate
+
+
+# How `claims_of` states a short sentence with its question.
+_RESTATED = "The answer to '{}' is: "
+
+
+def claims_novel_terms(claims: Sequence[Claim], question: str = "") -> list[str]:
+    """`novel_terms` of each claim against its own passages, sentence by sentence, so the capital that
+    starts a later sentence ("However", "Ask") is not taken for a name; a stop word never is one. A bare
+    phrase answer (one short claim) keeps its question's statement, whose phrase is then checked whole.
+    Claims without passages have none (there is nothing to check them against)."""
+    from ragstream.core.groundedness import _STOP  # here: this section is appended to the module
+
+    prefix = _RESTATED.format(question.strip()) if question.strip() else None
+    out: list[str] = []
+    for c in claims:
+        if not c.passages:
+            continue
+        text = c.text
+        if prefix and len(claims) > 1 and text.startswith(prefix):
+            text = text[len(prefix) :]
+        for t in novel_terms(text, c.passages, question):
+            if t.lower() not in _STOP and t not in out:
+                out.append(t)
+    return out
+
+
+@dataclass(frozen=True)
+class OnlineVerdict:
+    outcome: str  # supported | unsupported | unjudged (schemas.verification.VerifyOutcome)
+    support: float  # share of the claims judged supported
+    claims: int
+    unsupported_claims: tuple[str, ...] = ()
+    novel_terms: tuple[str, ...] = ()
+    unjudged: int = 0
+
+
+def online_verdict(
+    claims: Sequence[Claim], verdicts: Sequence[bool | None], novel: Sequence[str] = ()
+) -> OnlineVerdict:
+    """The online policy. A name or number of the answer its cited passages lack (`novel_terms`, checked
+    before any model call) makes it unsupported whatever a model would say. Else the model's claim
+    verdicts: any claim judged unsupported -> unsupported; every claim judged supported -> supported;
+    otherwise (a claim left unjudged within the time budget, or no claim at all) -> unjudged. `verdicts`
+    may be shorter than `claims` (claims past the per-answer cap were never sent): those are unjudged."""
+    n = len(claims)
+    if novel:
+        return OnlineVerdict("unsupported", 0.0, n, novel_terms=tuple(dict.fromkeys(novel)))
+    given = [verdicts[i] if i < len(verdicts) else None for i in range(n)]
+    unsupported = tuple(c.text for c, v in zip(claims, given, strict=True) if v is False)
+    unjudged = sum(v is None for v in given)
+    support = sum(v is True for v in given) / n if n else 0.0
+    if unsupported:
+        outcome = "unsupported"
+    elif n and not unjudged:
+        outcome = "supported"
+    else:
+        outcome = "unjudged"
+    return OnlineVerdict(outcome, round(support, 4), n, unsupported, (), unjudged)

@@ -9,6 +9,7 @@ from ragstream.ports.store import (
     DocumentState,
     SearchHit,
 )
+from ragstream.ports.verifier import ClaimVerdicts, Verifier
 
 __all__ = [
     "FILTERABLE",
@@ -16,10 +17,12 @@ __all__ = [
     "ChatModel",
     "ChunkRecord",
     "ChunkStore",
+    "ClaimVerdicts",
     "DocumentState",
     "Embedder",
     "ModelStreamIncompleteError",
     "Reranker",
     "SearchHit",
     "Usage",
+    "Verifier",
 ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from ragstream.core.chunk import ChunkingPolicy
 from ragstream.core.prompt import TokenCounter
 from ragstream.core.tokenizer import Tokenizer
-from ragstream.ports import ChatModel, ChunkStore, Embedder, Reranker
+from ragstream.ports import ChatModel, ChunkStore, Embedder, Reranker, Verifier
 from ragstream.runtime.worker import Outbound
 from ragstream.settings import Settings
 
@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 Send = Callable[[Sequence[Outbound]], Awaitable[None]]
 PromptHook = Callable[[str, list[dict[str, str]]], None]
 Need = Literal[
-    "store", "router", "embedder", "tokenizer", "policy", "reranker", "llm", "send", "count_tokens"
+    "store",
+    "router",
+    "embedder",
+    "tokenizer",
+    "policy",
+    "reranker",
+    "llm",
+    "send",
+    "count_tokens",
+    "verifier",
 ]
 T = TypeVar("T")
 
@@ -45,6 +54,8 @@ class Deps:
     llm: ChatModel | None = None
     # Prompt tokens counted with the serving model's tokenizer (ragstream.adapters.prompt_tokens).
     count_tokens: TokenCounter | None = None
+    # Claim verdicts of the online verifier (ragstream.adapters.verifier.ModelVerifier).
+    verifier: Verifier | None = None
     # Outputs sent before the handler returns (a token stream); the worker's producer, unacknowledged.
     send: Send | None = None
     # Tests capture the exact messages the model received (to prove nothing unauthorized got there).

@@ -1,0 +1,1 @@
+"""Evaluation-plane consumers: they read what serving published, off the answer path."""
