@@ -76,7 +76,8 @@ def test_up_publish_ask_restart_down(env: dict[str, str]) -> None:
         status = last_json(up)
         names = {p["name"] for p in status["processes"]}
         assert names == {
-            f"worker:{n}" for n in ("normalizer", "chunker", "embedder", "retrieval", "rerank", "generation")
+            f"worker:{n}"
+            for n in ("normalizer", "chunker", "embedder", "retrieval", "rerank", "generation", "verifier")
         } | {"gateway"}
         assert status["healthy"] and all(p["pid"] for p in status["processes"])
 

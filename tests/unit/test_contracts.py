@@ -35,6 +35,7 @@ from schemas.serving import (
     QuerySpec,
 )
 from schemas.topics import CONSUMERS, TOPICS
+from schemas.verification import AnswerVerified
 
 pytestmark = pytest.mark.unit
 
@@ -96,6 +97,18 @@ SAMPLES = {
             citations=(Citation(citation_id="1", document_id="d", chunk_id="c"),),
         ),
         QueryFailed(tenant_id="t1", query_id="q1", stage="retrieval", reason="x"),
+    ],
+    "ragstream.answers.verified.v1": [
+        AnswerVerified(
+            tenant_id="t1",
+            query_id="q1",
+            sampled_rate=0.1,
+            outcome="unsupported",
+            support=0.5,
+            supported=False,
+            claims=2,
+            unsupported_claims=("It opens at nine.",),
+        ),
     ],
 }
 

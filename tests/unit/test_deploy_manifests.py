@@ -354,7 +354,7 @@ def test_network_policies_expose_only_the_gateway(docs: list) -> None:
         for d in _by_kind(docs, "Deployment")
         if _pod_labels(d).get("ragstream.io/llm-client") == "true"
     ]
-    assert llm_clients == ["ragstream-generation"]
+    assert llm_clients == ["ragstream-generation", "ragstream-verifier"]
     services = {s["metadata"]["name"]: s["spec"]["type"] for s in _by_kind(docs, "Service")}
     assert set(services.values()) == {"ClusterIP"}
 
