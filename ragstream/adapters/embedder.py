@@ -40,6 +40,10 @@ PINNED_WEIGHTS = {
 }
 
 
+# Calls of at most this many texts go to the query backend: what the probe's one-text timing measured.
+QUERY_ROWS = 1
+
+
 class Embedder(Protocol):
     model_id: str
     revision: str
@@ -113,6 +117,7 @@ def _probe(model: SentenceTransformer, batch_size: int, path: Path, device: str)
         tuple(flags),
         time.perf_counter() - t0,
         {"skipped": skipped},
+        chosen.query_backend,
     )
 
 
@@ -122,8 +127,9 @@ def select_for_host(model: SentenceTransformer, batch_size: int, path: Path, dev
     if key not in _SELECTIONS:
         selection = _probe(model, batch_size, path, device)
         log.info(
-            "embedding backend %s: %s; probe %.1fs, figures %s, skipped %s, cpu flags %s",
+            "embedding backend %s (queries %s): %s; probe %.1fs, figures %s, skipped %s, cpu flags %s",
             selection.backend,
+            selection.for_queries,
             selection.reason,
             selection.probe_s,
             [f.as_dict() for f in selection.figures],
@@ -163,6 +169,13 @@ class SentenceTransformerEmbedder:
         self.backend = self.selection.backend
         sha = weights_sha256(path) if self.backend.startswith("onnx") else ""
         self._impl = build_backend(self.backend, self.model, batch_size, sha)
+        # Single texts (the retrieval stage's questions) on the backend the probe timed fastest for one
+        # text; it is of the same class (cosine to fp32 >= 0.9999), so query and index vectors still match.
+        self.query_backend = self.selection.for_queries
+        self._query_impl = self._impl
+        if self.query_backend != self.backend:
+            qsha = weights_sha256(path) if self.query_backend.startswith("onnx") else ""
+            self._query_impl = build_backend(self.query_backend, self.model, batch_size, qsha)
         self.compat = compat_class(self.backend)
         self.base_revision = cfg.revision
         self.revision = revision_for(cfg.revision, self.backend)
@@ -175,13 +188,14 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        return self._impl.encode(texts)
+        return (self._query_impl if len(texts) <= QUERY_ROWS else self._impl).encode(texts)
 
     def backend_info(self) -> dict[str, object]:
         """What runs and why (recorded on the generations this embedder builds)."""
         sel = self.selection
         return {
             "backend": self.backend,
+            "query_backend": self.query_backend,
             "compat": self.compat,
             "chosen_by": self.chosen_by,
             "reason": sel.reason,
@@ -231,6 +245,7 @@ def _export_selection(model_id: str, selection: Selection) -> None:
     """The backend in use and, for `auto`, each probed backend's speed and cosine relative to fp32, as
     metrics (labels from the closed set of backend names and classes)."""
     metrics.EMBED_BACKEND.labels(model=model_id, backend=selection.backend).set(1)
+    metrics.EMBED_QUERY_BACKEND.labels(model=model_id, backend=selection.for_queries).set(1)
     ref = next((f for f in selection.figures if f.backend == REFERENCE and f.error is None), None)
     for f in selection.figures:
         if f.error is not None or ref is None or ref.texts_per_s <= 0:

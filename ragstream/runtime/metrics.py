@@ -47,6 +47,13 @@ EMBED_BACKEND = Gauge(
     ["model", "backend"],
     multiprocess_mode="livemax",
 )
+# 1 for the backend single texts (queries) run on: the probe's fastest for one text, of the same class.
+EMBED_QUERY_BACKEND = Gauge(
+    "ragstream_embedding_query_backend",
+    "Embedding backend single texts (queries) run on (1), per model",
+    ["model", "backend"],
+    multiprocess_mode="livemax",
+)
 # The start-up probe's figures per backend (texts/s relative to torch fp32, mean cosine to fp32 vectors):
 # why `auto` picked what ragstream_embedding_backend shows, per host.
 EMBED_PROBE_SPEEDUP = Gauge(

@@ -27,16 +27,32 @@ from ragstream.adapters.embedding import (
     length_sorted_batches,
     run_probe,
     select_backend,
+    select_query_backend,
 )
 from ragstream.settings import EmbeddingSettings
 
 pytestmark = pytest.mark.unit
 
+
+class _Any:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+ANY_REASON = _Any()
+
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 
 
-def fig(name: str, rate: float, cos: float = 1.0, compatible: bool = True, error: str | None = None):
-    return ProbeFigure(name, rate, cos, cos, compatible, error)
+def fig(
+    name: str,
+    rate: float,
+    cos: float = 1.0,
+    compatible: bool = True,
+    error: str | None = None,
+    query_ms: float = 0.0,
+):
+    return ProbeFigure(name, rate, cos, cos, compatible, error, query_ms)
 
 
 # --- selection (pure) ---------------------------------------------------------------------------------------
@@ -59,6 +75,32 @@ def test_keeps_fp32_when_nothing_is_faster_and_says_why() -> None:
     chosen = select_backend(figures)
     assert chosen.backend == REFERENCE
     assert "kept" in chosen.reason and "torch-bf16: 0.60x" in chosen.reason  # 1.03x is below the 5 % gain
+
+
+def test_queries_go_to_the_backend_fastest_for_one_text() -> None:
+    # bf16 wins batches, ONNX fp32 wins single texts (per-call overhead): each path gets its own.
+    figures = [
+        fig(REFERENCE, 100, query_ms=60),
+        fig("torch-bf16", 180, 0.99998, query_ms=55),
+        fig("onnx-fp32", 90, 0.999999, query_ms=12),
+    ]
+    chosen = select_backend(figures)
+    assert (chosen.backend, chosen.for_queries) == ("torch-bf16", "onnx-fp32")
+    assert "queries: onnx-fp32 12.0 ms" in chosen.reason and chosen.as_dict()["query_backend"] == "onnx-fp32"
+
+
+def test_query_backend_stays_within_tolerance_and_needs_a_real_gain() -> None:
+    # int8 and a backend off tolerance never serve queries; a 2 % gain is noise.
+    figures = [
+        fig(REFERENCE, 100, query_ms=50),
+        fig("onnx-int8", 300, 0.994, compatible=False, query_ms=5),
+        fig("onnx-fp32", 100, 0.999, query_ms=5),
+        fig("torch-bf16", 200, 0.99998, query_ms=49),
+    ]
+    assert select_query_backend(figures, "torch-bf16") == ("torch-bf16", ANY_REASON)
+    assert select_backend(figures).for_queries == "torch-bf16"
+    # Not measured (a configured backend, an old figure): the batch pick serves queries too.
+    assert select_backend([fig(REFERENCE, 100), fig("torch-bf16", 200, 0.99999)]).for_queries == "torch-bf16"
 
 
 def test_keeps_fp32_when_it_is_the_only_backend() -> None:
@@ -145,6 +187,7 @@ def test_probe_reports_cosines_and_failures_without_raising() -> None:
     assert figures[REFERENCE].mean_cosine == pytest.approx(1.0) and figures[REFERENCE].texts_per_s > 0
     assert figures["b"].mean_cosine < MIN_COSINE and figures["b"].error is None
     assert figures["c"].error is not None and "illegal" in figures["c"].error
+    assert figures[REFERENCE].query_ms > 0 and figures["b"].query_ms > 0  # one-text latency timed too
 
 
 def test_probe_texts_are_fixed_and_varied() -> None:
@@ -188,6 +231,10 @@ def test_auto_embedder_picks_a_compatible_backend_without_side_effects(
     assert embedder.selection.cpu_flags == tuple(cpu_flags())
     labels = {"model": cfg.model_id, "backend": embedder.backend}
     assert REGISTRY.get_sample_value("ragstream_embedding_backend", labels) == 1
+    assert embedder.query_backend in ("torch-fp32", "torch-bf16", "onnx-fp32")
+    labels = {"model": cfg.model_id, "backend": embedder.query_backend}
+    assert REGISTRY.get_sample_value("ragstream_embedding_query_backend", labels) == 1
+    assert all(f.query_ms > 0 for f in embedder.selection.figures if f.error is None)
     vecs = embedder.embed(["one query", "a second, longer text about Kafka consumer groups"])
     assert vecs.shape == (2, 384) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)

@@ -21,10 +21,12 @@ from ragstream.adapters.embedding.probe import (
     MIN_COSINE,
     MIN_GAIN,
     PROBE_TEXTS,
+    QUERY_TEXTS,
     ProbeFigure,
     Selection,
     run_probe,
     select_backend,
+    select_query_backend,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "MIN_COSINE",
     "MIN_GAIN",
     "PROBE_TEXTS",
+    "QUERY_TEXTS",
     "REFERENCE",
     "Backend",
     "ProbeFigure",
@@ -45,4 +48,5 @@ __all__ = [
     "length_sorted_batches",
     "run_probe",
     "select_backend",
+    "select_query_backend",
 ]

@@ -49,6 +49,10 @@ def _probe_texts() -> tuple[str, ...]:
 
 
 PROBE_TEXTS = _probe_texts()
+# Single texts timed one at a time for the query path (the retrieval stage embeds one question per call):
+# there per-call overhead (Python, thread pool wake-up), not matrix throughput, decides, and the fastest
+# backend for batches is not always the fastest for one short text.
+QUERY_TEXTS = PROBE_TEXTS[:8]
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class ProbeFigure:
     min_cosine: float
     compatible: bool = True  # False: a different embedding revision (int8), never picked by auto
     error: str | None = None
+    query_ms: float = 0.0  # median latency of one short text (QUERY_TEXTS); 0: not measured
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -68,6 +73,7 @@ class ProbeFigure:
             "min_cosine": round(self.min_cosine, 7),
             "compatible": self.compatible,
             "error": self.error,
+            "query_ms": round(self.query_ms, 2),
         }
 
 
@@ -79,10 +85,17 @@ class Selection:
     cpu_flags: tuple[str, ...] = ()
     probe_s: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    # The backend single texts (queries) are embedded with; "" = `backend`. Always of `backend`'s class.
+    query_backend: str = ""
+
+    @property
+    def for_queries(self) -> str:
+        return self.query_backend or self.backend
 
     def as_dict(self) -> dict[str, object]:
         return {
             "backend": self.backend,
+            "query_backend": self.for_queries,
             "reason": self.reason,
             "probe_s": round(self.probe_s, 2),
             "cpu_flags": list(self.cpu_flags),
@@ -95,6 +108,33 @@ def _summary(f: ProbeFigure, ref_rate: float) -> str:
         return f"{f.backend}: failed ({f.error})"
     gain = f.texts_per_s / ref_rate if ref_rate > 0 else float("nan")
     return f"{f.backend}: {gain:.2f}x, mean cosine {f.mean_cosine:.6f}"
+
+
+def select_query_backend(
+    figures: Sequence[ProbeFigure],
+    batch_pick: str,
+    min_cosine: float = MIN_COSINE,
+    min_gain: float = MIN_GAIN,
+) -> tuple[str, str]:
+    """The backend for single texts: the compatible one (cosine >= `min_cosine`) with the lowest measured
+    one-text latency when it beats the batch pick's by `min_gain`, else the batch pick; and why."""
+    pick = next((f for f in figures if f.backend == batch_pick), None)
+    timed = [
+        f
+        for f in figures
+        if f.compatible and f.error is None and f.query_ms > 0 and f.mean_cosine >= min_cosine
+    ]
+    if pick is None or pick.query_ms <= 0 or not timed:
+        return batch_pick, "queries: no one-text latency measured"
+    best = min(timed, key=lambda f: f.query_ms)
+    if best.backend != batch_pick and best.query_ms * min_gain <= pick.query_ms:
+        return best.backend, (
+            f"queries: {best.backend} {best.query_ms:.1f} ms per text vs {batch_pick} {pick.query_ms:.1f} ms"
+        )
+    return (
+        batch_pick,
+        f"queries: {batch_pick} {pick.query_ms:.1f} ms per text (fastest within {min_gain:.2f}x)",
+    )
 
 
 def select_backend(
@@ -124,10 +164,12 @@ def select_backend(
             f"{reference} kept: no compatible backend is >= {min_gain:.2f}x faster with mean cosine "
             f">= {min_cosine} ({why})"
         )
-        return Selection(reference, reason, tuple(figures))
+        query, why_query = select_query_backend(figures, reference, min_cosine, min_gain)
+        return Selection(reference, f"{reason}; {why_query}", tuple(figures), query_backend=query)
     best = max(eligible, key=lambda f: f.texts_per_s)
     reason = f"{best.backend} picked: {_summary(best, ref.texts_per_s)} (probe: {others})"
-    return Selection(best.backend, reason, tuple(figures))
+    query, why_query = select_query_backend(figures, best.backend, min_cosine, min_gain)
+    return Selection(best.backend, f"{reason}; {why_query}", tuple(figures), query_backend=query)
 
 
 def _cosines(vecs: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -166,6 +208,7 @@ def run_probe(
                 vectors.setdefault(name, vecs)
             except Exception as exc:  # a backend that cannot run here must not stop the worker
                 errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+    query_ms = _query_latency({n: b for n, b in backends.items() if n not in errors}, errors)
     ref = vectors.get(reference)
     figures = []
     for name, backend in backends.items():
@@ -174,5 +217,38 @@ def run_probe(
             continue
         cos = _cosines(vectors[name], ref)
         rate = len(batch) / best[name]
-        figures.append(ProbeFigure(name, rate, float(cos.mean()), float(cos.min()), backend.compatible))
+        figures.append(
+            ProbeFigure(
+                name,
+                rate,
+                float(cos.mean()),
+                float(cos.min()),
+                backend.compatible,
+                query_ms=query_ms.get(name, 0.0),
+            )
+        )
     return figures
+
+
+def _query_latency(
+    backends: Mapping[str, Backend], errors: dict[str, str], budget_s: float = 2.0
+) -> dict[str, float]:
+    """Median ms of one short text per backend, the backends taking turns text by text (a change in the
+    host's load falls on all alike); the first call of each is warm-up. After `budget_s`, three samples
+    each are enough (a busy host still starts in seconds)."""
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    start = time.perf_counter()
+    for i, text in enumerate((QUERY_TEXTS[0], *QUERY_TEXTS)):
+        if i > 3 and time.perf_counter() - start >= budget_s:
+            break
+        for name, backend in backends.items():
+            if name in errors:
+                continue
+            try:
+                t0 = time.perf_counter()
+                backend.encode([text])
+                if i > 0:
+                    times[name].append((time.perf_counter() - t0) * 1000)
+            except Exception as exc:  # as in the batch passes: recorded, never fatal
+                errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+    return {name: float(np.median(t)) for name, t in times.items() if t and name not in errors}
