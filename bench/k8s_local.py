@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -224,22 +225,17 @@ class Builder:
         )
 
     def assets(self) -> None:
-        """kwok's node/pod stages (the bare binary has none built in), KEDA's CRDs: from the module cache."""
+        """kwok's node/pod stages (the bare binary has none built in), KEDA's CRDs: from the module cache.
+        Copied file by file, so an interrupted copy is completed next time."""
         gomod = Path(self.env["GOMODCACHE"])
-        stages = self.cache / "kwok-stages"
-        if not stages.exists():
-            stages.mkdir()
-            for rel in KWOK_STAGES:
-                shutil.copyfile(
-                    gomod / f"sigs.k8s.io/kwok@{KWOK_VERSION}/kustomize/stage" / rel, stages / Path(rel).name
-                )
-        crds = self.cache / "keda-crds"
-        if not crds.exists():
-            crds.mkdir()
-            for f in sorted(
-                (gomod / f"github.com/kedacore/keda/v2@{KEDA_VERSION}/config/crd/bases").glob("*.yaml")
-            ):
-                shutil.copyfile(f, crds / f.name)
+        kwok = gomod / f"sigs.k8s.io/kwok@{KWOK_VERSION}/kustomize/stage"
+        keda = gomod / f"github.com/kedacore/keda/v2@{KEDA_VERSION}/config/crd/bases"
+        copies = [(kwok / rel, self.cache / "kwok-stages" / Path(rel).name) for rel in KWOK_STAGES]
+        copies += [(f, self.cache / "keda-crds" / f.name) for f in sorted(keda.glob("*.yaml"))]
+        for src, dst in copies:
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
 
     def build(self) -> float:
         """Everything missing, in dependency order; returns the seconds this call spent."""
@@ -312,12 +308,9 @@ class KubeApi:
     """kube-apiserver over HTTPS with the admin client certificate."""
 
     def __init__(self, server: str, pki: Path) -> None:
-        self.http = httpx.Client(
-            base_url=server,
-            cert=(str(pki / "admin.crt"), str(pki / "admin.key")),
-            verify=str(pki / "ca.crt"),
-            timeout=30.0,
-        )
+        tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        tls.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        self.http = httpx.Client(base_url=server, verify=tls, timeout=30.0)
 
     def close(self) -> None:
         self.http.close()
@@ -360,10 +353,8 @@ class KubeApi:
 
 
 def condition(obj: Mapping[str, Any] | None, kind: str) -> bool:
-    return any(
-        c.get("type") == kind and c.get("status") == "True"
-        for c in (obj or {}).get("status", {}).get("conditions", [])
-    )
+    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
 def wait_for(what: str, timeout_s: float, check: Callable[[], bool], log: Log) -> None:
@@ -497,29 +488,16 @@ def rss_mb(pids: Iterable[int]) -> float:
     return total / 1024
 
 
-def stop_pid(pid: int, timeout_s: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after `timeout_s`; a pid that is gone is fine."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s` (by the process's own pid; an exited one is fine)."""
+    if proc.poll() is not None:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not our child: poll for it
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
     try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -529,7 +507,6 @@ class Ports:
     apiserver: int
     controller_manager: int
     scheduler: int
-    kwok: int
     keda_health: int
     keda_metrics: int
     keda_grpc: int
@@ -538,7 +515,7 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(*free_ports(11))
+        return cls(*free_ports(10))
 
 
 class ControlPlane:
@@ -609,7 +586,7 @@ class ControlPlane:
                 "--listen-client-urls", f"http://127.0.0.1:{p.etcd}", "--advertise-client-urls", f"http://127.0.0.1:{p.etcd}",
                 "--listen-peer-urls", f"http://127.0.0.1:{p.etcd_peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{p.etcd_peer}",
-                "--initial-cluster", f"kp=http://127.0.0.1:{p.etcd_peer}", "--listen-metrics-urls", "",
+                "--initial-cluster", f"kp=http://127.0.0.1:{p.etcd_peer}",
             ],
         )  # fmt: skip
 
@@ -686,7 +663,6 @@ class ControlPlane:
                 str(self.bin / "kwok"), f"--kubeconfig={self.kubeconfig}", f"--config={config}",
                 "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.0.0.1/24", "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{self.ports.kwok}",
             ],
         )  # fmt: skip
         # Room for every worker's requests at maxReplicaCount (the chart asks up to 2 CPUs per replica).
@@ -821,6 +797,5 @@ class ControlPlane:
             self.api.close()
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
-            if proc.poll() is None:
-                stop_pid(proc.pid)
+            stop(proc)
             self.log(f"stopped {name}")

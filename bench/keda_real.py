@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import ROOT, BenchStack, worker_env
-from bench.k8s_local import Builder, ControlPlane, KubeApi, cache_dir, parse_quantity, rss_mb, stop_pid
+from bench.k8s_local import Builder, ControlPlane, KubeApi, cache_dir, condition, parse_quantity, rss_mb, stop
 from bench.scaling import sections
 from deploy.tools import manifests
 from producers.publisher import DocumentPublisher
@@ -299,7 +299,7 @@ class Shim:
         for name in list(self.procs):
             self.reconcile(name, 0)
         for popen in self.leaving:
-            stop_pid(popen.pid, 60)
+            stop(popen, 60)
 
 
 # --- the load -----------------------------------------------------------------------------------------------
@@ -529,18 +529,13 @@ async def scenario(
             "ScaledObjects Ready",
             120,
             lambda tick: all(
-                any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (api.get(so_path + t.scaled_object) or {})
-                    .get("status", {})
-                    .get("conditions", [])
-                )
+                condition(api.get(so_path + t.scaled_object), "Ready")
                 and tick.readings[n].desired is not None
                 for n, t in tgts.items()
             ),
         )
         accepted = {
-            n: (api.get(so_path + t.scaled_object) or {}).get("status", {}).get("conditions", [])
+            n: ((api.get(so_path + t.scaled_object) or {}).get("status") or {}).get("conditions") or []
             for n, t in tgts.items()
         }
         for d in applied:
