@@ -51,9 +51,6 @@ NEEDS: tuple[Need, ...] = ("store", "router", "verifier")
 log = logging.getLogger(__name__)
 # Event ids of verifications: uuid5 in this namespace of tenant / query id / answer event id.
 VERIFIED_NAMESPACE = uuid.UUID("5d0c7a0e-9b7e-4c4e-8f1e-7a1f3b0c2d49")
-# A batch of answers-topic records stops calling the model after this long (the rest of its sampled
-# answers are published unjudged), well inside the consumer's max poll interval (600 s).
-BATCH_BUDGET_S = 240.0
 
 VERIFIED = Counter(
     "ragstream_answers_verified",
@@ -92,6 +89,11 @@ class VerifyStage:
     cfg: VerifierSettings
     verifier_name: str = ""
     router: GenerationRouter | None = None
+    # After the first answer of a batch, no new one goes to the model once the batch has run this long
+    # (the rest of its sampled answers are published unjudged): one answer can take twice the budget (two
+    # requests of claims), and a batch must end before the worker counts as stuck (`worker.stuck_after_s`,
+    # then /livez fails and the pod is restarted).
+    batch_limit_s: float = 60.0
 
     def wanted(self, ev: object) -> QueryAnswered | None:
         """The answer to score, or None (counted by why not)."""
@@ -190,6 +192,7 @@ def component(deps: Deps) -> VerifyStage:
         s.verifier,
         verifier_name=s.llm.model,
         router=deps.router,
+        batch_limit_s=max(0.0, s.worker.stuck_after_s - 2 * s.verifier.budget_s),
     )
 
 
@@ -209,7 +212,7 @@ def handler_for(stage: VerifyStage) -> Handler:
             if ev is None:
                 continue
             with within(item.context):
-                late = time.monotonic() - t0 > BATCH_BUDGET_S
+                late = bool(outs) and time.monotonic() - t0 > stage.batch_limit_s
                 out = await asyncio.to_thread(stage.verify, ev, late)
                 outs.append(Outbound(out_topic, ev.query_id.encode(), out))
         return outs

@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import context as otel_context
 
 from application.compose import MODULES, wire
 from ragstream.adapters.embedder import HashEmbedder
@@ -25,6 +26,7 @@ from ragstream.core.tokenizer import WhitespaceTokenizer
 from ragstream.core.verify import Claim, sampled
 from ragstream.runtime.deps import Deps, chunking_policy
 from ragstream.runtime.memory_bus import MemoryBus
+from ragstream.runtime.worker import Inbound
 from ragstream.settings import Settings, VerifierSettings
 from schemas.envelope import utcnow
 from schemas.ingestion import Acl, DocumentChanged
@@ -249,3 +251,19 @@ async def test_a_replay_publishes_the_same_event_id() -> None:
     await p.bus.publish(ANSWERS.name, other)
     await p.bus.drain()
     assert p.verified(ev.query_id)[-1].event_id != first.event_id
+
+
+async def test_a_long_batch_stops_calling_the_model_and_publishes_the_rest_unjudged() -> None:
+    p = await platform()
+    module = MODULES["verifier"]
+    s = Settings(verifier=VerifierSettings(sample_rate=1.0))
+    stage = replace(module.component(Deps(s, store=p.store, verifier=p.verifier)), batch_limit_s=0.0)
+    handle = module.handler_for(stage)
+    events = [answered(p, "The acme cafeteria opens at eight [1].") for _ in range(3)]
+    outs = await handle([Inbound(None, ev, otel_context.get_current()) for ev in events])  # type: ignore[arg-type]
+    assert [o.event.outcome for o in outs] == ["supported", "unjudged", "unjudged"]
+    assert len(p.verifier.calls) == 1 and [o.key for o in outs] == [e.query_id.encode() for e in events]
+    # The default leaves a batch room to finish before the worker would count as stuck.
+    assert module.component(Deps(s, store=p.store, verifier=p.verifier)).batch_limit_s == (
+        s.worker.stuck_after_s - 2 * s.verifier.budget_s
+    )
