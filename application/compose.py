@@ -129,7 +129,7 @@ def wire(name: str, base: Deps, producer: Producer) -> Wired:
     if "count_tokens" in needs and base.count_tokens is None:
         fill["count_tokens"] = token_counter(s)
     if "verifier" in needs and base.verifier is None:
-        model_verifier = ModelVerifier(s.llm, budget_s=s.verifier.budget_s)
+        model_verifier = ModelVerifier(s.verifier.llm(s.llm), budget_s=s.verifier.budget_s)
         closers.append(model_verifier.close)
         fill["verifier"] = model_verifier
     if name == "generation" and isinstance(producer, Producer):

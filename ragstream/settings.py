@@ -306,6 +306,14 @@ class VerifierSettings(BaseModel):
     sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     budget_s: float = Field(default=30.0, gt=0)  # per answer: claims not judged by then stay unjudged
     max_claims: int = Field(default=12, ge=1)  # claims sent to the model per answer (the rest unjudged)
+    # Judge with another OpenAI-compatible endpoint / model than the one that answers (unset: `llm.*`).
+    base_url: str | None = None
+    model: str | None = None
+
+    def llm(self, llm: LLMSettings) -> LLMSettings:
+        """The endpoint the verifier asks: `llm` with this section's overrides."""
+        update = {k: v for k, v in (("base_url", self.base_url), ("model", self.model)) if v}
+        return llm.model_copy(update=update) if update else llm
 
 
 def default_state_dir() -> Path:

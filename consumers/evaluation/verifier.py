@@ -190,7 +190,7 @@ def component(deps: Deps) -> VerifyStage:
         required(deps.store, "store"),
         required(deps.verifier, "verifier"),
         s.verifier,
-        verifier_name=s.llm.model,
+        verifier_name=s.verifier.llm(s.llm).model,
         router=deps.router,
         batch_limit_s=max(0.0, s.worker.stuck_after_s - 2 * s.verifier.budget_s),
     )

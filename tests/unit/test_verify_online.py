@@ -88,3 +88,13 @@ def test_the_sample_is_stable_and_near_its_rate(rate: float) -> None:
 def test_a_larger_rate_keeps_every_answer_a_smaller_one_picked() -> None:
     keys = [f"q{i}" for i in range(2000)]
     assert {k for k in keys if sampled(k, 0.02)} <= {k for k in keys if sampled(k, 0.1)}
+
+
+def test_the_verifier_may_judge_with_its_own_endpoint_and_model() -> None:
+    from ragstream.settings import LLMSettings, VerifierSettings
+
+    llm = LLMSettings()
+    assert VerifierSettings().llm(llm) is llm
+    own = VerifierSettings(base_url="http://judge:8000/v1", model="judge-7b").llm(llm)
+    assert (own.base_url, own.model, own.timeout_s) == ("http://judge:8000/v1", "judge-7b", llm.timeout_s)
+    assert VerifierSettings().sample_rate == 0.1 and VerifierSettings().budget_s == 30.0
