@@ -151,14 +151,14 @@ KWOK_STAGES = (
 
 
 def parse_build_times(text: str) -> dict[str, float]:
-    """`STEP SECONDSs rc=N WHEN` lines (the recipe's format) -> seconds of the last successful run of each
-    step: what a cold build of the present cache cost."""
+    """`STEP SECONDSs rc=N WHEN` lines (the recipe's format) -> seconds of the first successful run of each
+    step: what building the present cache cost (a later re-link from a warm cache is not a build)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1].endswith("s") and parts[2] == "rc=0":
             try:
-                out[parts[0]] = float(parts[1][:-1])
+                out.setdefault(parts[0], float(parts[1][:-1]))
             except ValueError:
                 continue
     return out
@@ -268,6 +268,7 @@ PLURALS = {
     "Node": "nodes",
     "Service": "services",
     "ServiceAccount": "serviceaccounts",
+    "Secret": "secrets",
     "ConfigMap": "configmaps",
     "Deployment": "deployments",
     "PodDisruptionBudget": "poddisruptionbudgets",

@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,6 +114,31 @@ def paused(scaled_object: Mapping[str, Any], replicas: int | None) -> dict[str, 
         notes[PAUSE] = str(replicas)
     so["metadata"]["annotations"] = notes
     return so
+
+
+def referenced_secrets(docs: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Secret name -> keys the Deployments' containers read through non-optional secretKeyRefs. KEDA resolves
+    the scale target's env when it builds the scaler: a missing Secret means no HPA at all (seen here), so the
+    bench creates the Secret the chart's install steps ask for, with placeholder values."""
+    found: dict[str, set[str]] = {}
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for env in c.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and not ref.get("optional"):
+                    found.setdefault(ref["name"], set()).add(ref["key"])
+    return {name: sorted(keys) for name, keys in sorted(found.items())}
+
+
+def placeholder_secret(name: str, keys: Iterable[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "stringData": {k: "bench-placeholder" for k in keys},
+    }
 
 
 @dataclass(frozen=True)
@@ -509,6 +534,8 @@ async def scenario(
     applied = select(docs, UPSTREAM)
     tgts = targets(applied)
     api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    for name, keys in referenced_secrets(applied).items():
+        api.apply(placeholder_secret(name, keys), NAMESPACE)
     for d in applied:
         api.apply(d, NAMESPACE)
     log(f"applied the chart's ServiceAccount, {len(tgts)} Deployments and ScaledObjects: {', '.join(tgts)}")
@@ -614,6 +641,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def interruptible(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """SIGTERM / SIGINT cancel the run, so every `finally` stops what it started (a background shell
+    ignores SIGINT for its children, so a plain KeyboardInterrupt is not enough)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    return await task
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--documents", type=int, default=600, help="documents per burst (two bursts)")
@@ -635,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=ResourceWarning)
     if shutil.which("openssl") is None:
         raise SystemExit("openssl is needed for the control plane's certificates")
-    result = asyncio.run(run(parse(argv)))
+    result = asyncio.run(interruptible(run(parse(argv))))
     print(json.dumps(result), flush=True)
     return result
 

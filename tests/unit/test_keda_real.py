@@ -24,6 +24,8 @@ from bench.keda_real import (
     consumer_report,
     drained_at,
     paused,
+    placeholder_secret,
+    referenced_secrets,
     scale_up_s,
     scaled_back_at,
     select,
@@ -62,9 +64,9 @@ def test_every_binary_has_its_module() -> None:
     assert {b.name for b in BINARIES} >= {"kube-apiserver", "keda-operator", "keda-metrics-apiserver", "kwok"}
 
 
-def test_build_times_keep_the_last_successful_run_per_step() -> None:
+def test_build_times_keep_the_first_successful_run_per_step() -> None:
     text = "etcd 200s rc=0 T\nkwok 90s rc=1 T\nkwok 80s rc=0 T\netcd 3s rc=0 T\nnoise line\n"
-    assert parse_build_times(text) == {"etcd": 3.0, "kwok": 80.0}
+    assert parse_build_times(text) == {"etcd": 200.0, "kwok": 80.0}
 
 
 @pytest.mark.parametrize(
@@ -169,3 +171,14 @@ def test_consumer_report() -> None:
     assert got["scale_up_s"] == 1.0
     assert got["scaled_back"] is True
     assert got["scaled_back_s"] == 30.0
+
+
+def test_referenced_secrets_skip_optional_keys() -> None:
+    env = [
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "weaviate-api-key"}}},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "llm-api-key", "optional": True}}},
+        {"name": "C", "value": "plain"},
+    ]
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"env": env}]}}}}
+    assert referenced_secrets([dep]) == {"s": ["weaviate-api-key"]}
+    assert placeholder_secret("s", ["k"])["stringData"] == {"k": "bench-placeholder"}
