@@ -51,6 +51,7 @@ from pydantic import SecretStr
 
 from application.stack.manager import Stack
 from application.stack.secrets import localize
+from bench.common import exit_on_sigterm
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.store import open_store
 from ragstream.adapters.tokenizer import HFTokenizer
@@ -723,6 +724,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # The stack's process records outlive their Popen objects by design (pid files, not handles).
     warnings.filterwarnings("ignore", category=ResourceWarning)
+    exit_on_sigterm()
     result = asyncio.run(run(parse(argv)))
     print(json.dumps(result), flush=True)
     return result

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import signal
 import uuid
+from types import FrameType
 
 from application.stack.secrets import load_settings
 from ragstream.adapters.store import drop_index
@@ -33,3 +35,13 @@ async def cleanup(s: Settings) -> None:
     """Drop what an isolated run created: its index generation's collections and its topics."""
     drop_index(s)
     await drop_topics(s.kafka, [s.kafka.topic_prefix])
+
+
+def exit_on_sigterm() -> None:
+    """A bench stopped with SIGTERM (`kill`, a CI timeout) still runs its `finally` blocks: its own
+    stack and worker processes are stopped instead of being left behind as orphans."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)

@@ -53,7 +53,7 @@ from typing import Any
 from aiokafka.codec import zstd_encode
 
 from application.compose import Wired, shared_embedder, wire, worker_for
-from bench.common import cleanup, isolated_settings
+from bench.common import cleanup, exit_on_sigterm, isolated_settings
 from ragstream.adapters.llm import ExtractiveStub
 from ragstream.adapters.store import open_store
 from ragstream.adapters.tokenizer import HFTokenizer
@@ -989,6 +989,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    exit_on_sigterm()
     result = asyncio.run(run(parse(argv)))
     print(json.dumps(result), flush=True)
     return result
