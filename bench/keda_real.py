@@ -653,7 +653,7 @@ async def interruptible(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--documents", type=int, default=600, help="documents per burst (two bursts)")
+    ap.add_argument("--documents", type=int, default=400, help="documents per burst (two bursts)")
     ap.add_argument("--doc-chars", type=int, default=700, help="text per document (about one chunk)")
     ap.add_argument("--queries", type=int, default=3000, help="retrieved queries per burst, for rerank")
     ap.add_argument("--passages", type=int, default=30, help="candidate passages per query")
@@ -662,7 +662,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--cooldown-s", type=int, default=20, help="ScaledObject cooldownPeriod (chart: 300/120)")
     ap.add_argument("--embedding-backend", default="torch-fp32", help="the embedder's embedding.backend")
     ap.add_argument("--sample-s", type=float, default=1.0)
-    ap.add_argument("--timeout-s", type=float, default=300.0, help="per wait (workers up, lag 0)")
+    ap.add_argument("--timeout-s", type=float, default=420.0, help="per wait (workers up, lag 0)")
     ap.add_argument("--scale-back-timeout-s", type=float, default=300.0)
     ap.add_argument("--keep", action="store_true", help="keep the stack home (logs, timeline)")
     return ap.parse_args(argv)
