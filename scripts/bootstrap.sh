@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ragstream needs on a fresh machine: uv, the locked Python environment in .venv/,
-# and (when root with apt) the Debian document packages the ingestion tests read.
+# and, with --test-tools (scripts/test.sh), the dev group and the test-only tools (Debian documents, Helm,
+# kubeconform, Chromium); the main job (scripts/demo.sh) installs only what it runs.
 # Slow artifacts are cached outside the checkout: ~/.cache/uv (wheels), ~/.cache/ragstream (jars, Weaviate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,17 @@ if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != 
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
+# The main job gets the runtime packages only; `--test-tools` (scripts/test.sh) adds the dev group (pytest,
+# ruff, Playwright, manifest validators). --inexact: a main-job run never uninstalls what the tests added.
 echo "==> python environment (.venv, uv.lock)"
-uv sync --frozen --python 3.11
+if [ "${1:-}" = "--test-tools" ]; then
+  uv sync --frozen --python 3.11
+else
+  uv sync --frozen --python 3.11 --no-dev --inexact
+  exit 0
+fi
 
+# --- test-only tools from here on -------------------------------------------------------------------------------
 need=()
 for pkg in debian-faq debian-reference-en; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -30,9 +39,6 @@ fi
 # Only the tests need them (`bootstrap.sh --test-tools`, which scripts/test.sh passes); the main job does not.
 # Cached in ~/.cache/ragstream/tools (Go module proxy + Maven Central + npm, once); tests/unit/test_deploy_*.py
 # render the Helm chart and validate it offline with them, tests/unit/test_asyncapi.py runs @asyncapi/parser.
-if [ "${1:-}" != "--test-tools" ]; then
-  exit 0
-fi
 echo "==> manifest validation tools (~/.cache/ragstream/tools)"
 bash deploy/tools/fetch-tools.sh >/dev/null \
   || echo "warning: deploy/tools/fetch-tools.sh failed; tests/unit/test_deploy_manifests.py will retry it" >&2
