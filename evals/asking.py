@@ -167,6 +167,10 @@ async def ask(
     return Asked(qid, final, retrieved, deltas, latency, error, seen_by_caller)
 
 
+# The console's read-only pages (gateway/console_api.py), as the leak suite reads them.
+CONSOLE_PAGES = ("me", "documents", "dead-letters", "generations", "evals", "reviews")
+
+
 class GatewayAsker:
     """Queries over HTTP through the gateway, as a caller with a minted token; an in-process gateway on a
     free port unless `url` names a running one. Events are still followed (by query id) for retrieval.
@@ -201,6 +205,19 @@ class GatewayAsker:
         if key not in self._tokens:
             self._tokens[key] = mint_token(self.settings.auth, tenant, subject, groups)
         return self._tokens[key]
+
+    async def console_pages(self, tenant: str, subject: str, groups: tuple[str, ...]) -> str:
+        """Every console page's JSON as this caller reads it (status and body, one page per line)."""
+        import httpx
+
+        assert self.url is not None
+        headers = {"Authorization": f"Bearer {self.token(tenant, subject, groups)}"}
+        out = []
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60.0) as http:
+            for page in CONSOLE_PAGES:
+                resp = await http.get(f"/v1/console/{page}")
+                out.append(f"{page} {resp.status_code} {resp.text}")
+        return "\n".join(out)
 
     async def submit(
         self, tenant: str, subject: str, groups: tuple[str, ...], question: str, **options: Any

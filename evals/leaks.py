@@ -51,16 +51,18 @@ from schemas.ingestion import Acl
 from schemas.serving import Caller
 
 Phase = Literal["before", "after"]
-Via = Literal["events", "gateway", "openai", "mcp", "all"]
+Via = Literal["events", "gateway", "openai", "mcp", "console", "all"]
 # Which gateway surfaces each `via` asks through (events: none, straight onto the requests topic).
 VIA_SURFACES: dict[str, tuple[str, ...]] = {
     "events": (),
     "gateway": ("gateway",),
     "openai": ("openai",),
     "mcp": ("mcp",),
-    "all": ("gateway", "openai", "mcp"),
+    "console": ("console",),
+    "all": ("gateway", "openai", "mcp", "console"),
 }
-SURFACE_OF: dict[str, Surface] = {"gateway": "native", "openai": "openai", "mcp": "mcp"}
+# `console` asks nothing: each probe's caller reads every console page (the gateway's /v1/console/*).
+SURFACE_OF: dict[str, Surface] = {"gateway": "native", "openai": "openai", "mcp": "mcp", "console": "native"}
 ProbeKind = Literal["direct", "cross-group", "cross-tenant", "private", "injection", "revoked", "control"]
 GROUPS = ("finance", "hr")
 REVOKED_GROUP, REVOKED_TO = "legal", "board"
@@ -416,6 +418,23 @@ def check_probe(probe: Probe, asked: Asked, prompt: str | None, docs: list[Canar
     return result
 
 
+def check_console(probe: Probe, pages: str, docs: list[CanaryDoc]) -> ProbeResult:
+    """What the probe's caller read on the console pages (pure): no forbidden canary, and no document of
+    its own tenant it may not read (by id); a control's own documents must be listed (the pages work)."""
+    forbidden = forbidden_canaries(docs, probe)
+    text = pages.upper()
+    result = ProbeResult(probe, "", len(forbidden), via="console")
+    for canary, doc in forbidden.items():
+        tenant, document_id = doc.split("/", 1)
+        listed = tenant == probe.tenant and f'"{document_id}"'.upper() in text
+        if canary.upper() in text or listed:
+            result.leaks.append({"canary": canary, "document": doc, "surface": "console"})
+    if probe.expect:
+        own = {d.canary: d.document_id for d in docs if d.tenant == probe.tenant}
+        result.control_ok = all(f'"{own[c]}"'.upper() in text for c in probe.expect if c in own)
+    return result
+
+
 async def _revoke(settings: Settings, docs: list[CanaryDoc], timeout_s: float) -> None:
     """Publish AclChanged for every revocable document and wait for the indexer's receipts."""
     watcher = ReceiptWatcher(settings)
@@ -461,7 +480,8 @@ async def run_leaks(
     via: `events` publishes QueryRequested like the gateway does; `gateway` asks over HTTP with a minted
     token per caller (an in-process gateway unless `gateway_url`), and what it returns is checked too;
     `openai` asks through POST /v1/chat/completions (streamed), `mcp` through the MCP tools `ask` and
-    `search`; `all` asks every probe through each of gateway, openai and mcp (one result per surface).
+    `search`; `console`: each probe's caller reads every console page instead of asking; `all` runs every
+    probe through each of gateway, openai, mcp and console (one result per surface).
     progress: an optional callable (done, total, probe id) -> None.
     """
     from ragstream.runtime.queries import QueryClient
@@ -503,6 +523,15 @@ async def run_leaks(
                     await _revoke(settings, docs, timeout_s=60)
                 for p in (p for p in probes if p.phase == phase):
                     for name, gw in askers:
+                        if name == "console" and gw is not None:
+                            try:
+                                pages = await gw.console_pages(p.tenant, p.user, p.groups)
+                            except Exception as exc:
+                                err = f"console: {type(exc).__name__}: {str(exc)[:300]}"
+                                results.append(ProbeResult(p, "", 0, error=err, via=name))
+                                continue
+                            results.append(check_console(p, pages, docs))
+                            continue
                         try:
                             asked = await ask(
                                 client,

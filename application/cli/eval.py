@@ -338,7 +338,9 @@ def leaks_cmd(
     generation: str | None = typer.Option(None, "--generation", "-g"),
     timeout_s: float = typer.Option(120.0, "--timeout", min=1.0),
     via: str = typer.Option(
-        "gateway", "--via", help="gateway (native HTTP) | openai | mcp | all (every client surface) | events"
+        "gateway",
+        "--via",
+        help="gateway (native HTTP) | openai | mcp | console (its pages) | all (every surface) | events",
     ),
     gateway_url: str | None = typer.Option(
         None, "--gateway-url", help="A running gateway (default: in-process)"
@@ -367,11 +369,13 @@ def leaks_cmd(
         "gateway",
         "openai",
         "mcp",
+        "console",
         "all",
         "events",
     ):
         err.print(
-            "[red]--pipeline must be auto, local or external; --via gateway, openai, mcp, all or events[/red]"
+            "[red]--pipeline must be auto, local or external; "
+            "--via gateway, openai, mcp, console, all or events[/red]"
         )
         raise typer.Exit(2)
     columns = (TextColumn("leaks {task.description}"), BarColumn(), MofNCompleteColumn())

@@ -68,15 +68,16 @@ async def test_suite_catches_the_leak_with_both_checks_off(isolated, embedder, m
 
 
 async def test_leak_suite_passes_on_every_surface(isolated, embedder) -> None:
-    # Every probe through the native API, the OpenAI-compatible API (streamed) and the MCP tools.
+    # Every probe through the native API, the OpenAI-compatible API (streamed) and the MCP tools, and
+    # every console page read by each probe's caller.
     report = await run_leaks(
         isolated, pipeline="local", deps=_deps(isolated, embedder), launch=LocalPipeline, via="all"
     )
     s = report.summary()
     assert report.passed, (report.leaks, report.controls_failed, report.errors)
     assert s["leaks"] == 0 and s["filter_breaches"] == 0 and s["controls_failed"] == 0
-    assert s["controls"] == 30  # each canary reached by its owner on each of the three surfaces
-    assert set(s["by_via"]) == {"gateway", "openai", "mcp"}
+    assert s["controls"] == 40  # each canary reached by its owner on each of the four surfaces
+    assert set(s["by_via"]) == {"gateway", "openai", "mcp", "console"}
     assert len({v["probes"] for v in s["by_via"].values()}) == 1 and s["by_via"]["mcp"]["probes"] >= 30
     print(f"leak suite, every surface: {s['probes']} probes in {s['elapsed_s']}s")
 

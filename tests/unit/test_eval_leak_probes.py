@@ -12,6 +12,7 @@ from evals.leaks import (
     Probe,
     build_corpus,
     build_probes,
+    check_console,
     check_probe,
     forbidden_canaries,
 )
@@ -115,3 +116,19 @@ def test_strict_fails_on_breaches_only_when_asked() -> None:
     r = check_probe(probe, asked([doc_passage(fin)], "No."), "clean prompt", docs)
     assert LeakReport(TENANTS, 1, [r], strict=False, prompt_captured=True).passed
     assert not LeakReport(TENANTS, 1, [r], strict=True, prompt_captured=True).passed
+
+
+def test_console_pages_leak_a_listed_document_or_a_canary() -> None:
+    docs = build_corpus(TENANTS)
+    probe = Probe("ta:finance:direct", "direct", "ta", "ta-eve", ("everyone",), "-")
+    clean = 'documents 200 {"documents": [{"document_id": "public/cafeteria.md"}]}'
+    assert check_console(probe, clean, docs).leaks == []
+    listed = 'documents 200 {"documents": [{"document_id": "restricted/finance-vault.md"}]}'
+    (leak,) = check_console(probe, listed, docs).leaks
+    assert leak["document"] == "ta/restricted/finance-vault.md" and leak["surface"] == "console"
+    other = next(d for d in docs if d.tenant == "tb" and d.canary)
+    assert check_console(probe, f"reviews 200 {other.canary}", docs).leaks  # any canary, any page
+    own = next(d for d in docs if d.tenant == "ta" and d.document_id == "private/ta-olivia.md")
+    owner = Probe("ta:private:control", "control", "ta", "ta-olivia", (), "-", expect=(own.canary,))
+    assert check_console(owner, f'documents 200 "{own.document_id}"', docs).control_ok is True
+    assert check_console(owner, "documents 200 {}", docs).control_ok is False
