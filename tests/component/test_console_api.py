@@ -246,7 +246,7 @@ async def test_documents_lineage_freshness_and_acl(env: Env) -> None:
     assert [d["document_id"] for d in docs] == ["handbook.md"]  # budget.md is finance-only
     d = docs[0]
     assert d["source_version"] == "v-handbook.md" and d["chunk_count"] == 3 and d["generation"] == "g1"
-    assert 250 < d["age_s"] < 400 and d["indexing_lag_s"] == pytest.approx(2.0, abs=0.01)
+    assert 299 <= d["age_s"] < 3600 and d["indexing_lag_s"] == pytest.approx(2.0, abs=0.01)
     assert d["acl"] == {"groups": ["everyone"], "principals": 1}
     async with env.client("acme-finance-reviewer") as h:
         docs = (await h.get("/v1/console/documents")).json()["documents"]

@@ -270,7 +270,7 @@ async def _drive_console(env: Env, tmp_path: Any, key: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         node, str(driver), env.url, key, str(script), stdout=asyncio.subprocess.PIPE
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)  # node on a loaded 2-vCPU box
     return json.loads(out.decode().strip().splitlines()[-1])
 
 

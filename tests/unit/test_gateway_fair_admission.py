@@ -16,6 +16,7 @@ from gateway.hub import AnswerHub
 from gateway.service import AFTER_FINAL, RejectedError, parse_last_event_id
 from ragstream.settings import ServingSettings
 from schemas.serving import QueryFailed
+from schemas.topics import CONSUMERS
 
 CFG = ServingSettings(max_inflight=100, max_lag=1000, tenant_max_inflight=10, tenant_lag_share=0.25)
 
@@ -192,7 +193,7 @@ def test_chart_sets_the_metrics_host_to_the_pod_ip_for_every_worker() -> None:
         if d["kind"] == "Deployment"
         and d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
     ]
-    assert len(workers) == 6
+    assert len(workers) == len(CONSUMERS)  # one Deployment per consumer of the registry
     for d in workers:
         [c] = d["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in c["env"]}
