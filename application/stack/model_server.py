@@ -136,6 +136,11 @@ class ModelServerService:
             str(self.cfg.local_threads),
             "--chat_format",
             "chatml",
+            # llama-cpp-python's default cuts a streaming answer short whenever another request arrives
+            # (a health check, the online verifier, a second client): the answer ends empty, with no
+            # finish_reason. Requests queue instead.
+            "--interrupt_requests",
+            "False",
         ]
         import os
 

@@ -48,13 +48,14 @@ class OpenAIChat:
                     request=resp.request,
                     response=resp,
                 )
-            finished = False  # a finish_reason or [DONE] seen: the server ended the answer itself
+            # Only a finish_reason says the server ended the answer itself: llama-cpp-python's server sends
+            # [DONE] without one when it cuts a stream short (another request interrupted it).
+            finished = False
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    finished = True
                     break
                 try:
                     chunk = json.loads(data)
