@@ -338,6 +338,8 @@ def schema_mutation(kind: str, event: dict[str, Any], schema: dict[str, Any], rn
         candidates = [
             s for s in found if wrong_type(s, defs, rng) is not None or "null" not in types_of(s.schema, defs)
         ]
+        if not candidates:
+            return False
         site = rng.choice(candidates)
         _set(event, site.path, wrong_type(site, defs, rng))
         return True

@@ -52,8 +52,8 @@ async def test_gate_fails_on_a_degraded_chunking_policy(isolated, embedder, tmp_
         launch=LocalPipeline,
     )
     assert not result.passed
-    assert any(f.startswith("recall_at_5") for f in result.failures), result.failures
-    assert result.metrics["recall_at_5"] < 0.8
+    assert any(f.startswith("chunk_recall_at_10") for f in result.failures), result.failures
+    assert result.metrics["chunk_recall_at_10"] < 0.8
     assert result.metrics["unauthorized_document_rate"] == 0.0  # worse answers, still no leak
     paths = write_run(result.to_json(), root=tmp_path)
     assert "FAILED" in paths["markdown"].read_text()
