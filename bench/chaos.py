@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from pydantic import SecretStr
 
 from application.stack.manager import Stack
 from application.stack.secrets import localize
-from bench.common import exit_on_sigterm
+from bench.common import exit_on_sigterm, free_ports
 from producers.publisher import DocumentPublisher
 from ragstream.adapters.store import open_store
 from ragstream.adapters.tokenizer import HFTokenizer
@@ -82,20 +81,6 @@ SAMPLE_S = 0.25
 
 
 # --- a stack of its own -----------------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports nothing listens on now (bound once to port 0, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def bench_settings(home: Path) -> Settings:

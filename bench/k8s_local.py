@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from bench.common import free_ports
+
 K8S_VERSION = "v1.37.2"  # k8s.io/kubernetes; its staging modules are published as v0.37.2
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
@@ -459,21 +461,6 @@ def kubeconfig(server: str, pki: Path) -> str:
 
 
 # --- processes --------------------------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def rss_mb(pids: Iterable[int]) -> float:
